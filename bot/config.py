@@ -1,0 +1,265 @@
+"""The bot's settings: one typed model, read from a YAML file and overridden by the environment.
+
+Validated once at start; a bad value exits with a message naming the key and the problem.
+Secrets are best given through the environment (see config.example.yaml).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key and the problem."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Section):
+    host: str = "0.0.0.0"
+    port: int = Field(8080, ge=1, le=65535)
+    # The URL under which Jira and Mattermost reach the bot (used in printed webhook URLs).
+    public_url: str = "http://localhost:8080"
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    trust_forwarded_headers: bool = False
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_slash(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+
+class DatabaseSettings(_Section):
+    # sqlite:///path/to/file.db or postgresql://user@host:5432/db; empty: SQLite in data_dir.
+    url: str = ""
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, v: str) -> str:
+        if v and not v.startswith(("sqlite://", "postgresql://", "postgres://", "postgresql+asyncpg://")):
+            raise ValueError("must be sqlite:///FILE or postgresql://USER@HOST:PORT/DB")
+        return v
+
+
+class MattermostSettings(_Section):
+    url: str | None = None  # absent: posts are printed on the console
+    bot_token: SecretStr | None = None
+    request_timeout_seconds: float = Field(10.0, gt=0, le=120)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v in (None, ""):
+            return None
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _token_with_url(self) -> MattermostSettings:
+        if self.url and not (self.bot_token and self.bot_token.get_secret_value()):
+            raise ValueError("bot_token (MATTERMOST_BOT_TOKEN) is required when mattermost.url is set")
+        return self
+
+
+class ServiceAccount(_Section):
+    email: str | None = None
+    api_token: SecretStr | None = None  # Cloud: API token with email
+    token: SecretStr | None = None  # Server/Data Center: personal access token
+
+
+class JiraInstanceSettings(_Section):
+    url: str
+    type: Literal["cloud", "server"] = "cloud"
+    alias: str | None = None
+    service_account: ServiceAccount | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+
+class JiraSettings(_Section):
+    webhook_secret: SecretStr | None = None
+    # Secrets still accepted during a rotation.
+    previous_webhook_secrets: tuple[SecretStr, ...] = ()
+    # When set, X-Hub-Signature: sha256=<hmac of the body> must be present and valid.
+    webhook_signing_secret: SecretStr | None = None
+    instances: tuple[JiraInstanceSettings, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique_instances(self) -> JiraSettings:
+        seen: set[str] = set()
+        for inst in self.instances:
+            for name in (inst.url, inst.alias):
+                if name and name in seen:
+                    raise ValueError(f"instance {name!r} is declared twice")
+                if name:
+                    seen.add(name)
+        return self
+
+    def find_instance(self, name_or_url: str) -> JiraInstanceSettings | None:
+        name = name_or_url.rstrip("/")
+        for inst in self.instances:
+            if name in (inst.url, inst.alias):
+                return inst
+        return None
+
+
+class ChannelPostSettings(_Section):
+    hide_description: bool = False
+    hide_comments: bool = False
+    show_subscription_name: bool = False
+    # Comment events are posted as replies to the issue's first post in the channel for this
+    # many days; 0 turns threading off.
+    thread_comments_days: int = Field(30, ge=0, le=3650)
+
+
+class DeliverySettings(_Section):
+    workers: int = Field(4, ge=1, le=64)
+    max_attempts: int = Field(12, ge=1, le=100)
+    backoff_base_seconds: float = Field(1.0, gt=0)
+    backoff_max_seconds: float = Field(300.0, gt=0)
+    # Above this many unprocessed webhooks and undelivered posts, webhooks get 503 + Retry-After.
+    max_backlog: int = Field(20_000, ge=1)
+    lease_seconds: float = Field(60.0, ge=5)
+    poll_interval_seconds: float = Field(1.0, gt=0, le=60)
+
+
+class SubscriptionFieldFilterSettings(_Section):
+    key: str
+    inclusion: Literal["include_any", "include_all", "exclude_any", "empty", "include_or_empty"] = (
+        "include_any"
+    )
+    values: tuple[str, ...] = ()
+
+
+class SubscriptionFilterSettings(_Section):
+    events: tuple[str, ...] = ()
+    projects: tuple[str, ...] = ()
+    issue_types: tuple[str, ...] = ()
+    fields: tuple[SubscriptionFieldFilterSettings, ...] = ()
+    jql: str | None = None
+
+
+class SubscriptionSettings(_Section):
+    name: str = Field(min_length=1)
+    channel: str = Field(min_length=1)  # team/channel names, or a channel id
+    instance: str | None = None  # alias or URL; default: the only configured instance
+    filters: SubscriptionFilterSettings = SubscriptionFilterSettings()
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class Settings(_Section):
+    data_dir: Path = Path("./data")
+    server: ServerSettings = ServerSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    mattermost: MattermostSettings = MattermostSettings()
+    jira: JiraSettings = JiraSettings()
+    channel_posts: ChannelPostSettings = ChannelPostSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    subscriptions: tuple[SubscriptionSettings, ...] = ()
+    logging: LoggingSettings = LoggingSettings()
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.data_dir / 'jira-chatops.db'}"
+
+
+# Environment variable -> dotted settings key. Generic overrides also work:
+# JIRA_CHATOPS__DELIVERY__WORKERS=8 sets delivery.workers.
+ENV_KEYS: Mapping[str, str] = {
+    "PORT": "server.port",
+    "HOST": "server.host",
+    "BOT_PUBLIC_URL": "server.public_url",
+    "DATABASE_URL": "database.url",
+    "DATA_DIR": "data_dir",
+    "MATTERMOST_URL": "mattermost.url",
+    "MATTERMOST_BOT_TOKEN": "mattermost.bot_token",
+    "JIRA_WEBHOOK_SECRET": "jira.webhook_secret",
+    "JIRA_WEBHOOK_PREVIOUS_SECRETS": "jira.previous_webhook_secrets",
+    "JIRA_WEBHOOK_SIGNING_SECRET": "jira.webhook_signing_secret",
+    "LOG_LEVEL": "logging.level",
+}
+ENV_PREFIX = "JIRA_CHATOPS__"
+_LIST_KEYS = {"jira.previous_webhook_secrets"}
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    for var, dotted in ENV_KEYS.items():
+        if var in environ:
+            value: Any = environ[var]
+            if dotted in _LIST_KEYS:
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            _set_dotted(data, dotted, value)
+    for var, raw in environ.items():
+        if var.startswith(ENV_PREFIX) and len(var) > len(ENV_PREFIX):
+            dotted = ".".join(p.lower() for p in var[len(ENV_PREFIX) :].split("__"))
+            _set_dotted(data, dotted, yaml.safe_load(raw) if raw else raw)
+    return data
+
+
+def _describe(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"  {key}: {msg}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the YAML file (if any), apply environment overrides, validate. Raises ConfigError."""
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {p}: {e.strerror}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping at the top level")
+        data = loaded
+    data = apply_env(data, env)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_describe(e)) from None

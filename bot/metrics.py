@@ -1,0 +1,42 @@
+"""Prometheus metrics, one registry per application (no module globals)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.webhooks = Counter(
+            "jira_chatops_webhooks",
+            "Jira webhooks received, by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.events = Counter(
+            "jira_chatops_events", "Normalised Jira events, by kind", ["kind"], registry=self.registry
+        )
+        self.posts = Counter(
+            "jira_chatops_posts",
+            "Channel posts, by result (delivered, retried, dead)",
+            ["result"],
+            registry=self.registry,
+        )
+        self.backlog = Gauge(
+            "jira_chatops_backlog",
+            "Webhooks not yet processed plus posts not yet delivered",
+            registry=self.registry,
+        )
+        self.delivery_latency = Histogram(
+            "jira_chatops_delivery_latency_seconds",
+            "Time from webhook receipt to the post in Mattermost",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
