@@ -45,6 +45,4 @@ def resolve_instance(
         # Jira behind a proxy may report another base URL than the one configured.
     if len(configured) == 1:
         return configured[0]
-    if not configured and payload_base_url:
-        return payload_base_url.rstrip("/")
     return None
