@@ -42,7 +42,9 @@ def normalise_event_kind(kind: str) -> str:
     """Lower-case the vocabulary's own kinds; Server custom field kinds keep their field name as is."""
     kind = kind.strip()
     lowered = kind.lower()
-    if lowered in STANDARD_KINDS or lowered == EVENT_UPDATED_ANY or lowered.startswith(_CUSTOM_FIELD_KIND_PREFIX):
+    if lowered in STANDARD_KINDS or lowered == EVENT_UPDATED_ANY:
+        return lowered
+    if lowered.startswith(_CUSTOM_FIELD_KIND_PREFIX):
         return lowered
     return kind
 
