@@ -135,7 +135,7 @@ class DeliverySettings(_Section):
     backoff_max_seconds: float = Field(300.0, gt=0)
     # Above this many unprocessed webhooks and undelivered posts, webhooks get 503 + Retry-After.
     max_backlog: int = Field(20_000, ge=1)
-    lease_seconds: float = Field(60.0, ge=5)
+    lease_seconds: float = Field(25.0, ge=5)
     poll_interval_seconds: float = Field(1.0, gt=0, le=60)
 
 
