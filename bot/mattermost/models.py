@@ -2,9 +2,32 @@
 
 from __future__ import annotations
 
+import base64
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+# Mattermost ids are 16 random bytes in base32 with this alphabet, without padding: 26 lowercase chars.
+_ID_ALPHABET = "ybndrfg8ejkmcpqxot1uwisza345h769"
+_ID_TRANSLATION = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ID_ALPHABET)
+
+
+def encode_id(raw: bytes) -> str:
+    """The 26-char Mattermost-style id for 16 bytes (stable: the same bytes give the same id)."""
+    if len(raw) != 16:
+        raise ValueError("a Mattermost id encodes exactly 16 bytes")
+    return base64.b32encode(raw).decode("ascii").rstrip("=").translate(_ID_TRANSLATION)
+
+
+def new_id() -> str:
+    """A fresh random id shaped like the ones Mattermost assigns."""
+    return encode_id(secrets.token_bytes(16))
+
+
+def is_valid_id(value: str) -> bool:
+    """Mattermost's own check: 26 letters or digits."""
+    return len(value) == 26 and value.isascii() and value.isalnum()
 
 
 @dataclass(frozen=True, slots=True)

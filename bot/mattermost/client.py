@@ -1,0 +1,340 @@
+"""PostSink over the Mattermost REST API v4, through mattermostautodriver's AsyncTypedDriver.
+
+Every failure leaves this module as a DeliveryError whose `retryable` flag tells the durable
+delivery queue whether to try again. The driver's own retry loop is kept short (a couple of quick
+429 retries): long waits belong to the queue, which survives restarts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+from mattermostautodriver import AsyncTypedDriver
+from mattermostautodriver.exceptions import (
+    InvalidMattermostError,
+    MattermostError,
+    TooManyRequests,
+)
+
+from bot.mattermost.models import DeliveryError, OutgoingPost
+
+log = logging.getLogger(__name__)
+
+_API = "/api/v4"
+# HTTP statuses worth retrying later besides 429 and 5xx: the request may simply have been too early.
+_RETRYABLE_4XX = frozenset({408, 425})
+
+
+class MattermostClient:
+    """Posts to Mattermost as the bot account that owns `token` (a bot or personal access token)."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        timeout: float = 10.0,
+        max_retries: int = 2,
+        retry_max_sleep: float = 5.0,
+        verify: bool | str = True,
+        ping_timeout: float = 5.0,
+        channel_cache_ttl: float = 3600.0,
+        channel_miss_ttl: float = 60.0,
+    ) -> None:
+        self._scheme, self._host, self._port, self._base_path = _split_base_url(url)
+        self._token = token
+        self._timeout = timeout
+        self._max_retries = max_retries
+        self._retry_max_sleep = retry_max_sleep
+        self._verify = verify
+        self._ping_timeout = ping_timeout
+        self._channel_cache_ttl = channel_cache_ttl
+        self._channel_miss_ttl = channel_miss_ttl
+        # (team, channel) -> (channel id or None for "no such channel", monotonic expiry)
+        self._channel_cache: dict[tuple[str, str], tuple[str | None, float]] = {}
+        self._driver: AsyncTypedDriver | None = None
+        self._bot_user_id = ""
+        self._bot_username = ""
+        self._login_error: str | None = None
+
+    def __repr__(self) -> str:  # the token stays out of reprs, which end up in logs and tracebacks
+        return f"MattermostClient(url={self.base_url!r})"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self._scheme}://{_url_host(self._host)}:{self._port}{self._base_path}"
+
+    @property
+    def bot_user_id(self) -> str:
+        """Id of the account behind the token; empty until a login succeeded."""
+        return self._bot_user_id
+
+    @property
+    def bot_username(self) -> str:
+        return self._bot_username
+
+    @property
+    def login_error(self) -> str | None:
+        """Why the last login attempt failed (for readiness), or None after a successful one."""
+        return self._login_error
+
+    async def start(self) -> None:
+        """Build the driver and learn the bot's user id. A failed login is remembered, not raised."""
+        if self._driver is None:
+            self._driver = AsyncTypedDriver(
+                {
+                    "scheme": self._scheme,
+                    "url": _url_host(self._host),
+                    "port": self._port,
+                    "token": self._token,
+                    "verify": self._verify,
+                    "timeout": self._timeout,
+                    "request_timeout": self._timeout,
+                    "max_retries": self._max_retries,
+                    "retry_max_sleep": self._retry_max_sleep,
+                }
+            )
+            self._driver.client.token = self._token
+        try:
+            await self.login()
+        except DeliveryError as exc:
+            log.warning("Mattermost login at %s failed at start: %s", self.base_url, exc)
+
+    async def login(self) -> str:
+        """Ask Mattermost who the token belongs to; returns the user id. Raises DeliveryError."""
+        try:
+            me = await self._get_json("/users/me")
+        except DeliveryError as exc:
+            self._login_error = str(exc)
+            raise
+        self._bot_user_id = str(me.get("id", ""))
+        self._bot_username = str(me.get("username", ""))
+        driver = self._require_driver()
+        driver.client.userid = self._bot_user_id
+        driver.client.username = self._bot_username
+        self._login_error = None
+        log.info("Connected to Mattermost at %s as @%s", self.base_url, self._bot_username)
+        return self._bot_user_id
+
+    async def close(self) -> None:
+        if self._driver is not None:
+            await self._driver.close()
+            self._driver = None
+
+    async def __aenter__(self) -> MattermostClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def create_post(self, post: OutgoingPost) -> str:
+        body: dict[str, Any] = {
+            "channel_id": post.channel_id,
+            "message": post.message,
+            "props": _plain(post.props),
+        }
+        if post.root_id:
+            body["root_id"] = post.root_id
+        if post.pending_post_id:
+            body["pending_post_id"] = post.pending_post_id
+        # The typed posts.create_post has no pending_post_id parameter, hence the generic call.
+        created = await self._call("post", "/posts", body, what=f"post to channel {post.channel_id}")
+        post_id = created.get("id") if isinstance(created, dict) else None
+        if not isinstance(post_id, str) or not post_id:
+            raise DeliveryError("Mattermost answered the post without an id", retryable=False)
+        return post_id
+
+    async def update_post(
+        self, post_id: str, message: str | None = None, props: Mapping[str, Any] | None = None
+    ) -> None:
+        """Change a post made earlier: only the given parts are replaced (PUT .../patch)."""
+        patch: dict[str, Any] = {}
+        if message is not None:
+            patch["message"] = message
+        if props is not None:
+            patch["props"] = _plain(props)
+        await self._call(
+            "put", f"/posts/{quote(post_id, safe='')}/patch", patch, what=f"edit of post {post_id}"
+        )
+
+    async def resolve_channel(self, team: str, channel: str) -> str | None:
+        """Channel id for team and channel names (the URL slugs), cached in memory.
+
+        Returns None when Mattermost says there is no such channel (or the bot cannot see it).
+        Raises DeliveryError when Mattermost cannot be asked.
+        """
+        team, channel = team.strip(), channel.strip()
+        if not team or not channel:
+            return None
+        key = (team.lower(), channel.lower())
+        cached = self._channel_cache.get(key)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        path = f"/teams/name/{quote(key[0], safe='')}/channels/name/{quote(key[1], safe='')}"
+        try:
+            found = await self._get_json(path, what=f"channel {team}/{channel}")
+            channel_id: str | None = str(found["id"]) if found.get("id") else None
+        except DeliveryError as exc:
+            if exc.status != 404:
+                raise
+            channel_id = None
+        ttl = self._channel_cache_ttl if channel_id else self._channel_miss_ttl
+        self._channel_cache[key] = (channel_id, time.monotonic() + ttl)
+        return channel_id
+
+    async def channel_exists(self, channel_id: str) -> bool:
+        """False when the channel is unknown or archived. A channel the bot may not read (403) exists:
+        the caller should not forget it, and posting there reports the permission problem."""
+        try:
+            channel = await self._get_json(
+                f"/channels/{quote(channel_id, safe='')}", what=f"channel {channel_id}"
+            )
+        except DeliveryError as exc:
+            if exc.status in (400, 404):
+                return False
+            if exc.status == 403:
+                return True
+            raise
+        return not channel.get("delete_at")
+
+    async def ping(self) -> bool:
+        """Whether Mattermost answers its health check. One quick attempt, no retries."""
+        driver = self._driver
+        if driver is None:
+            return False
+        try:
+            response = await driver.client.client.get(
+                self._api_url("/system/ping"), timeout=min(self._ping_timeout, self._timeout)
+            )
+        except httpx.HTTPError as exc:
+            log.debug("Mattermost ping failed: %s", type(exc).__name__)
+            return False
+        if response.status_code != 200:
+            return False
+        try:
+            status = response.json().get("status")
+        except (ValueError, AttributeError):
+            return False
+        if status != "OK":
+            return False
+        if not self._bot_user_id:
+            # Mattermost came back after a failed start: learn the bot id now, quietly.
+            with contextlib.suppress(DeliveryError):
+                await self.login()
+        return True
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def _require_driver(self) -> AsyncTypedDriver:
+        if self._driver is None:
+            raise RuntimeError("MattermostClient.start() has not been called")
+        return self._driver
+
+    def _api_url(self, path: str) -> str:
+        return f"{self._require_driver().client.url}{self._base_path}{_API}{path}"
+
+    async def _get_json(self, path: str, *, what: str = "") -> dict[str, Any]:
+        result = await self._call("get", path, None, what=what or path)
+        if not isinstance(result, dict):
+            # The driver hands back the raw response when it is not application/json: a proxy page.
+            raise DeliveryError(f"Mattermost answered {path} with something other than JSON", retryable=False)
+        return result
+
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None, *, what: str) -> Any:
+        client = self._require_driver().client
+        endpoint = f"{self._base_path}{_API}{path}"
+        try:
+            if method == "get":
+                return await client.get(endpoint)
+            if method == "put":
+                return await client.put(endpoint, options=body)
+            return await client.post(endpoint, options=body)
+        except TooManyRequests as exc:
+            log.warning("Mattermost rate limit on %s; retry after %s s", what, exc.retry_after)
+            raise DeliveryError(
+                f"rate limited by Mattermost ({what})",
+                retryable=True,
+                retry_after=exc.retry_after,
+                status=429,
+            ) from None
+        except MattermostError as exc:
+            raise self._status_error(exc.status_code, str(exc), exc.error_id, what) from None
+        except InvalidMattermostError as exc:
+            # An error page that is not Mattermost's JSON: typically a proxy in front of it.
+            raise self._status_error(exc.status_code, _shorten(str(exc)), None, what) from None
+        except httpx.UnsupportedProtocol as exc:
+            raise DeliveryError(f"bad Mattermost URL {self.base_url}: {exc}", retryable=False) from None
+        except httpx.TimeoutException:
+            raise DeliveryError(
+                f"Mattermost did not answer within {self._timeout:g} s ({what})", retryable=True
+            ) from None
+        except httpx.TransportError as exc:
+            raise DeliveryError(
+                f"cannot reach Mattermost at {self.base_url} ({what}): {type(exc).__name__}", retryable=True
+            ) from None
+        except ValueError:
+            # A 2xx whose body is not JSON: the URL points at something that is not Mattermost.
+            raise DeliveryError(
+                f"unexpected non-JSON answer from {self.base_url} ({what})", retryable=False
+            ) from None
+
+    def _status_error(self, status: int, message: str, error_id: str | None, what: str) -> DeliveryError:
+        detail = f"Mattermost answered {status} for {what}: {message}" + (
+            f" [{error_id}]" if error_id else ""
+        )
+        if status == 401:
+            log.error(
+                "Mattermost rejected the bot token (401) at %s: check the configured access token",
+                self.base_url,
+            )
+        elif status == 403:
+            log.error(
+                "Mattermost bot lacks permission for %s (403): add it to the channel or grant it a role",
+                what,
+            )
+        # 501 is Mattermost's "feature disabled": waiting does not enable it.
+        retryable = (status >= 500 and status != 501) or status in _RETRYABLE_4XX
+        return DeliveryError(detail, retryable=retryable, status=status)
+
+
+def _split_base_url(url: str) -> tuple[str, str, int, str]:
+    """(scheme, host, port, base path) from a site URL such as https://chat.example.com/mm/."""
+    raw = url.strip()
+    if "://" not in raw:
+        raw = "https://" + raw
+    parts = urlsplit(raw)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ValueError(f"Mattermost URL must be http or https, not {parts.scheme!r}")
+    if not parts.hostname:
+        raise ValueError(f"Mattermost URL has no host: {url!r}")
+    port = parts.port or (443 if scheme == "https" else 80)
+    base_path = parts.path.rstrip("/")
+    if base_path.endswith(_API):  # tolerate a URL copied from an API call
+        base_path = base_path[: -len(_API)]
+    return scheme, parts.hostname, port, base_path
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy: mappings (frozen ones included) become dicts, sequences become lists."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _shorten(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

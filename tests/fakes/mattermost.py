@@ -1,0 +1,840 @@
+"""An in-process Mattermost speaking the parts of REST API v4 the bot uses, over real HTTP.
+
+Behaviour copied from the Mattermost server where tests depend on it:
+- JSON answers carry `Content-Type: application/json` exactly, errors the AppError shape
+  {"id", "message", "detailed_error", "request_id", "status_code"}.
+- An unknown token gets 401 `api.context.session_expired.app_error` whose detailed_error holds
+  "token=<the token>", as the server does: clients must not log error details.
+- POST /posts answers 201. A post carrying a `pending_post_id` seen in the last 30 s is not created
+  again: the earlier post comes back (server's seenPendingPostIdsCache). While the first request is
+  still saving, a repeat gets 500 `api.post.deduplicate_create_post.pending`; a failed create forgets
+  the pending id so the client may retry.
+- Posting to a channel the user cannot post in (unknown, or private without membership) is 403 for
+  ordinary users; a system admin passes the permission check and gets 400 for an unknown channel.
+  Public channels are open to every user (team membership is not modelled). Archived: 400.
+- A missing post on update/patch is 403 (the server reports a permission error), on GET 404.
+- POST /posts/ephemeral needs the system_admin role (create_post_ephemeral).
+- A rate-limited request gets 429 with body "limit exceeded" as text/plain and the headers of the
+  server's limiter: X-Ratelimit-Limit, X-Ratelimit-Remaining, X-Ratelimit-Reset and Retry-After,
+  in whole seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from bot.mattermost.models import is_valid_id, new_id
+
+PENDING_POST_IDS_CACHE_TTL = 30.0
+MAX_MESSAGE_RUNES = 16383
+MAX_PROPS_CHARS = 800000
+_PUBLIC_PATHS = frozenset({"/api/v4/system/ping"})
+_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$")
+# Typed request keys where aiohttp has them (3.14+), plain strings before.
+_KeyFactory: Any = getattr(web, "RequestKey", None)
+_USER: Any = _KeyFactory("user", dict) if _KeyFactory else "user"
+_LATENCY_SPENT: Any = _KeyFactory("latency_spent", bool) if _KeyFactory else "latency_spent"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    method: str
+    path: str
+    user_id: str  # empty when the request was not authenticated
+    status: int
+
+
+@dataclass(slots=True)
+class _Failure:
+    status: int
+    retry_after: float | None
+    path: str | None
+    method: str | None
+    body: str | None
+    remaining: int | None = None  # fail_next: how many more requests fail
+    until: float | None = None  # fail_for: monotonic deadline
+
+    def matches(self, request: web.Request) -> bool:
+        if self.path is not None and not _api_path(request).startswith(self.path):
+            return False
+        return self.method is None or request.method == self.method.upper()
+
+    def active(self, now: float) -> bool:
+        if self.remaining is not None:
+            return self.remaining > 0
+        return self.until is not None and now < self.until
+
+
+class _MattermostError(Exception):
+    def __init__(self, status: int, error_id: str, message: str, detailed: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_id = error_id
+        self.message = message
+        self.detailed = detailed
+
+
+def _permission_error() -> _MattermostError:
+    return _MattermostError(
+        403, "api.context.permissions.app_error", "You do not have the appropriate permissions."
+    )
+
+
+def _invalid_param(name: str) -> _MattermostError:
+    return _MattermostError(400, "api.context.invalid_param.app_error", f"Invalid {name} parameter.")
+
+
+def _invalid_body_param(name: str) -> _MattermostError:
+    return _MattermostError(
+        400, "api.context.invalid_body_param.app_error", f"Invalid or missing {name} in request body."
+    )
+
+
+def _invalid_url_param(name: str) -> _MattermostError:
+    return _MattermostError(
+        400, "api.context.invalid_url_param.app_error", f"Invalid or missing {name} parameter in request URL."
+    )
+
+
+def _user_not_found() -> _MattermostError:
+    return _MattermostError(404, "app.user.missing_account.const", "Unable to find the user.")
+
+
+def _json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    # Exactly "application/json": the driver treats anything else (even with "; charset=utf-8") as raw.
+    return web.Response(
+        body=json.dumps(data).encode(),
+        status=status,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(eq=False)
+class FakeMattermost:
+    """Recorded Mattermost state plus an aiohttp application serving it.
+
+    The bot's account is created up front: `token` authenticates as it (`bot_user_id`).
+    """
+
+    token: str = "fake-bot-token"
+    bot_username: str = "jira"
+    bot_roles: str = "system_user"
+    latency: float = 0.0
+    pending_post_ttl: float = PENDING_POST_IDS_CACHE_TTL
+    posts: list[dict[str, Any]] = field(default_factory=list)
+    ephemeral_posts: list[dict[str, Any]] = field(default_factory=list)
+    requests: list[RecordedRequest] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.teams: dict[str, dict[str, Any]] = {}
+        self.channels: dict[str, dict[str, Any]] = {}
+        self.users: dict[str, dict[str, Any]] = {}
+        self._tokens: dict[str, str] = {}
+        self._members: dict[str, set[str]] = {}
+        self._posts_by_id: dict[str, dict[str, Any]] = {}
+        # pending_post_id -> (post id, or "" while the first request is saving; monotonic expiry)
+        self._pending_post_ids: dict[str, tuple[str, float]] = {}
+        self._failures: list[_Failure] = []
+        self._path_latency: dict[str, float] = {}
+        self._last_create_at = 0
+        self._post_event: asyncio.Event | None = None
+        self._server: TestServer | None = None
+        self._saving: set[asyncio.Future[dict[str, Any]]] = set()
+        self.bot_user_id = self.add_user(
+            self.bot_username, roles=self.bot_roles, is_bot=True, token=self.token, first_name="Jira"
+        )
+
+    # -- setup ------------------------------------------------------------------------------------
+
+    def add_team(self, name: str, display_name: str | None = None) -> str:
+        _check_name(name)
+        team_id = new_id()
+        now = _now_ms()
+        self.teams[team_id] = {
+            "id": team_id,
+            "create_at": now,
+            "update_at": now,
+            "delete_at": 0,
+            "display_name": display_name or name,
+            "name": name,
+            "description": "",
+            "email": "",
+            "type": "O",
+            "allowed_domains": "",
+            "invite_id": new_id(),
+            "allow_open_invite": True,
+        }
+        return team_id
+
+    def add_channel(
+        self,
+        team: str,
+        name: str,
+        *,
+        display_name: str | None = None,
+        private: bool = False,
+        members: tuple[str, ...] | list[str] = (),
+    ) -> str:
+        """A channel in the team named `team` (created when missing). `members` are user ids;
+        only private channels require the poster to be one."""
+        _check_name(name)
+        team_id = self._team_id(team) or self.add_team(team)
+        if self._find_channel(team_id, name) is not None:
+            raise ValueError(f"channel {team}/{name} exists already")
+        return self._insert_channel(
+            team_id, name, display_name or name, "P" if private else "O", set(members)
+        )
+
+    def add_member(self, channel_id: str, user_id: str) -> None:
+        self._members[channel_id].add(user_id)
+
+    def archive_channel(self, channel_id: str) -> None:
+        self.channels[channel_id]["delete_at"] = _now_ms()
+
+    def add_user(
+        self,
+        username: str,
+        *,
+        email: str | None = None,
+        first_name: str = "",
+        last_name: str = "",
+        nickname: str = "",
+        roles: str = "system_user",
+        is_bot: bool = False,
+        token: str | None = None,
+    ) -> str:
+        """A user; with `token`, requests bearing that token act as this user."""
+        if any(u["username"] == username for u in self.users.values()):
+            raise ValueError(f"user {username} exists already")
+        user_id = new_id()
+        now = _now_ms()
+        self.users[user_id] = {
+            "id": user_id,
+            "create_at": now,
+            "update_at": now,
+            "delete_at": 0,
+            "username": username,
+            "auth_data": "",
+            "auth_service": "",
+            "email": email if email is not None else f"{username}@example.com",
+            "email_verified": True,
+            "nickname": nickname,
+            "first_name": first_name,
+            "last_name": last_name,
+            "position": "",
+            "roles": roles,
+            "locale": "en",
+            "timezone": {"automaticTimezone": "", "manualTimezone": "", "useAutomaticTimezone": "true"},
+            "is_bot": is_bot,
+            "disable_welcome_email": False,
+        }
+        if token is not None:
+            self._tokens[token] = user_id
+        return user_id
+
+    # -- failure and latency injection ------------------------------------------------------------
+
+    def fail_next(
+        self,
+        n: int = 1,
+        status: int = 503,
+        *,
+        retry_after: float | None = None,
+        path: str | None = None,
+        method: str | None = None,
+        body: str | None = None,
+    ) -> None:
+        """The next `n` requests (matching the path prefix and method, when given) get `status`.
+
+        429 imitates the server's rate limiter (Retry-After defaults to 1 s). `body` replaces the
+        JSON error with a text/html page, like a proxy in front of Mattermost.
+        """
+        self._failures.append(_Failure(status, retry_after, path, method, body, remaining=n))
+
+    def fail_for(
+        self,
+        seconds: float,
+        status: int = 503,
+        *,
+        retry_after: float | None = None,
+        path: str | None = None,
+        method: str | None = None,
+        body: str | None = None,
+    ) -> None:
+        """Every matching request in the next `seconds` gets `status` (see fail_next)."""
+        deadline = time.monotonic() + seconds
+        self._failures.append(_Failure(status, retry_after, path, method, body, until=deadline))
+
+    def clear_failures(self) -> None:
+        self._failures.clear()
+
+    def set_latency(self, seconds: float, path: str | None = None) -> None:
+        """Delay answers: all of them (path None), or those whose path starts with `path`.
+
+        POST /posts spends the delay between accepting and saving the post, so a client that
+        times out leaves a post that still appears, as with a slow server.
+        """
+        if path is None:
+            self.latency = seconds
+        else:
+            self._path_latency[path] = seconds
+
+    # -- inspection -------------------------------------------------------------------------------
+
+    def posts_in(self, channel_id: str) -> list[dict[str, Any]]:
+        return [p for p in self.posts if p["channel_id"] == channel_id]
+
+    def get_post(self, post_id: str) -> dict[str, Any] | None:
+        return self._posts_by_id.get(post_id)
+
+    def requests_to(self, path: str, method: str | None = None) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.path == path and (method is None or r.method == method.upper())]
+
+    # A plain timeout argument keeps call sites short: `await fake.wait_for_posts(3, 2.0)`.
+    async def wait_for_posts(self, n: int, timeout: float = 5.0) -> list[dict[str, Any]]:  # noqa: ASYNC109
+        """Wait until at least `n` posts exist; returns them. Fails the test on timeout."""
+        deadline = time.monotonic() + timeout
+        while len(self.posts) < n:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                got = [p["message"][:60] for p in self.posts[-5:]]
+                raise AssertionError(
+                    f"expected {n} Mattermost posts within {timeout} s, got {len(self.posts)}: {got}"
+                )
+            event = self._event()
+            event.clear()
+            try:
+                await asyncio.wait_for(event.wait(), remaining)
+            except TimeoutError:
+                continue
+        return list(self.posts)
+
+    # -- serving ----------------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware])
+        r = app.router
+        r.add_get("/api/v4/system/ping", self._ping)
+        r.add_get("/api/v4/users/username/{username}", self._get_user_by_username)
+        r.add_post("/api/v4/users/ids", self._get_users_by_ids)
+        r.add_get("/api/v4/users/{user_id}", self._get_user)
+        r.add_get("/api/v4/teams/name/{team_name}", self._get_team_by_name)
+        r.add_get("/api/v4/teams/name/{team_name}/channels/name/{channel_name}", self._get_channel_by_name)
+        r.add_post("/api/v4/channels/direct", self._create_direct_channel)
+        r.add_get("/api/v4/channels/{channel_id}", self._get_channel)
+        r.add_post("/api/v4/posts", self._create_post)
+        r.add_post("/api/v4/posts/ephemeral", self._create_ephemeral_post)
+        r.add_get("/api/v4/posts/{post_id}", self._get_post)
+        r.add_put("/api/v4/posts/{post_id}", self._update_post)
+        r.add_put("/api/v4/posts/{post_id}/patch", self._patch_post)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int | None = None) -> str:
+        """Serve on a local port (for tests not using the aiohttp_server fixture); returns the URL."""
+        if self._server is None:
+            self._server = TestServer(self.app(), host=host, port=port)
+            await self._server.start_server()
+        return self.url
+
+    async def stop(self) -> None:
+        if self._saving:
+            await asyncio.gather(*self._saving, return_exceptions=True)
+        if self._server is not None:
+            await self._server.close()
+            self._server = None
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("FakeMattermost.start() has not been called")
+        return str(self._server.make_url("")).rstrip("/")
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        user_id = ""
+        try:
+            failure = self._take_failure(request)
+            if failure is not None:
+                response: web.StreamResponse = self._failure_response(failure)
+            else:
+                if _api_path(request) not in _PUBLIC_PATHS:
+                    user_id = self._authenticate(request)
+                    request[_USER] = self.users[user_id]
+                response = await handler(request)
+        except _MattermostError as exc:
+            response = self._error_response(exc)
+        except web.HTTPNotFound:
+            response = self._error_response(
+                _MattermostError(404, "api.context.404.app_error", "Sorry, we could not find the page.")
+            )
+        except web.HTTPMethodNotAllowed:
+            response = self._error_response(
+                _MattermostError(405, "api.context.405.app_error", "Method not allowed.")
+            )
+        if not request.get(_LATENCY_SPENT):
+            await self._sleep_latency(request)
+        self.requests.append(RecordedRequest(request.method, _api_path(request), user_id, response.status))
+        return response
+
+    # -- handlers ---------------------------------------------------------------------------------
+
+    async def _ping(self, request: web.Request) -> web.Response:
+        return _json_response({"ActiveSearchBackend": "database", "AndroidLatestVersion": "", "status": "OK"})
+
+    async def _get_user(self, request: web.Request) -> web.Response:
+        user_id = request.match_info["user_id"]
+        if user_id == "me":
+            return _json_response(request[_USER])
+        if not is_valid_id(user_id):
+            raise _invalid_url_param("user_id")
+        user = self.users.get(user_id)
+        if user is None:
+            raise _user_not_found()
+        return _json_response(user)
+
+    async def _get_user_by_username(self, request: web.Request) -> web.Response:
+        username = request.match_info["username"].lower()
+        for user in self.users.values():
+            if user["username"] == username:
+                return _json_response(user)
+        raise _user_not_found()
+
+    async def _get_users_by_ids(self, request: web.Request) -> web.Response:
+        ids = await _read_json(request, "user_ids")
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+            raise _invalid_body_param("user_ids")
+        return _json_response([self.users[i] for i in ids if i in self.users])
+
+    async def _get_team_by_name(self, request: web.Request) -> web.Response:
+        team_id = self._team_id(request.match_info["team_name"])
+        if team_id is None:
+            raise _team_not_found()
+        return _json_response(self.teams[team_id])
+
+    async def _get_channel_by_name(self, request: web.Request) -> web.Response:
+        team_id = self._team_id(request.match_info["team_name"])
+        if team_id is None:
+            raise _team_not_found()
+        channel = self._find_channel(team_id, request.match_info["channel_name"])
+        include_deleted = request.query.get("include_deleted", "").lower() == "true"
+        if (
+            channel is None
+            or (channel["delete_at"] and not include_deleted)
+            or not self._can_access(request[_USER], channel)
+        ):
+            # The server answers "does not exist" for a channel the user may not read, too.
+            raise _MattermostError(
+                404, "app.channel.get_by_name.missing.app_error", "Channel does not exist."
+            )
+        return _json_response(channel)
+
+    async def _get_channel(self, request: web.Request) -> web.Response:
+        channel_id = request.match_info["channel_id"]
+        if not is_valid_id(channel_id):
+            raise _invalid_url_param("channel_id")
+        channel = self.channels.get(channel_id)
+        if channel is None:
+            raise _MattermostError(
+                404, "app.channel.get.existing.app_error", "Unable to find the existing channel."
+            )
+        if not self._can_access(request[_USER], channel):
+            raise _permission_error()
+        return _json_response(channel)
+
+    async def _create_direct_channel(self, request: web.Request) -> web.Response:
+        ids = await _read_json(request, "user_ids")
+        if not isinstance(ids, list) or len(ids) != 2 or not all(isinstance(i, str) for i in ids):
+            raise _invalid_param("user_ids")
+        if not all(is_valid_id(i) for i in ids):
+            raise _invalid_param("user_id")
+        me = request[_USER]
+        if me["id"] not in ids and not _is_admin(me):
+            raise _permission_error()
+        if not all(i in self.users for i in ids):
+            raise _MattermostError(
+                400,
+                "api.channel.create_direct_channel.invalid_user.app_error",
+                "Invalid user ID for direct channel creation.",
+            )
+        name = "__".join(sorted(ids))
+        existing = self._find_channel("", name)
+        channel_id = existing["id"] if existing else self._insert_channel("", name, "", "D", set(ids))
+        return _json_response(self.channels[channel_id], status=201)
+
+    async def _create_post(self, request: web.Request) -> web.Response:
+        body = await _read_json(request, "post")
+        if not isinstance(body, dict):
+            raise _invalid_body_param("post")
+        for key in ("channel_id", "message", "root_id", "pending_post_id", "type"):
+            if key in body and not isinstance(body[key], str):
+                raise _invalid_body_param("post")
+        if "props" in body and not isinstance(body["props"], dict | None):
+            raise _invalid_body_param("post")
+        user = request[_USER]
+        channel = self.channels.get(body.get("channel_id", ""))
+        if not _is_admin(user) and (channel is None or not self._can_post(user, channel)):
+            raise _permission_error()
+        if channel is None:
+            raise _invalid_param("post.channel_id")
+        if str(body.get("type", "")).startswith("system_"):
+            raise _invalid_param("post.type")
+        if channel["delete_at"]:
+            raise _MattermostError(
+                400, "api.post.create_post.can_not_post_to_deleted.error", "Can not post to deleted channel."
+            )
+
+        pending_id = body.get("pending_post_id", "")
+        if pending_id:
+            now = time.monotonic()
+            seen = self._pending_post_ids.get(pending_id)
+            if seen is not None and seen[1] > now:
+                if not seen[0]:
+                    raise _MattermostError(
+                        500,
+                        "api.post.deduplicate_create_post.pending",
+                        "Post rejected by server. Please try again.",
+                    )
+                return _json_response(self._posts_by_id[seen[0]], status=201)
+            self._pending_post_ids[pending_id] = ("", now + self.pending_post_ttl)
+
+        request[_LATENCY_SPENT] = True
+        # Shielded: like the real server, a post being saved is saved even if the client hangs up.
+        task = asyncio.ensure_future(self._finish_create(request, user, channel, body, pending_id))
+        self._saving.add(task)
+        task.add_done_callback(self._saved)
+        post = await asyncio.shield(task)
+        # The incoming post echoes its pending id; the stored one (returned on a repeat) has none.
+        return _json_response({**post, "pending_post_id": pending_id}, status=201)
+
+    def _saved(self, task: asyncio.Future[dict[str, Any]]) -> None:
+        self._saving.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: nobody awaits it when the client hung up
+
+    async def _finish_create(
+        self,
+        request: web.Request,
+        user: dict[str, Any],
+        channel: dict[str, Any],
+        body: dict[str, Any],
+        pending_id: str,
+    ) -> dict[str, Any]:
+        try:
+            await self._sleep_latency(request)
+            post = self._save_post(user, channel, body)
+        except BaseException:
+            # A failed create forgets the pending id, so the client's retry is a fresh attempt.
+            if pending_id:
+                self._pending_post_ids.pop(pending_id, None)
+            raise
+        if pending_id:
+            self._pending_post_ids[pending_id] = (post["id"], time.monotonic() + self.pending_post_ttl)
+        return post
+
+    async def _create_ephemeral_post(self, request: web.Request) -> web.Response:
+        body = await _read_json(request, "body")
+        if not isinstance(body, dict):
+            raise _invalid_body_param("body")
+        if not body.get("user_id"):
+            raise _invalid_param("user_id")
+        if not isinstance(body.get("post"), dict):
+            raise _invalid_param("post")
+        if not _is_admin(request[_USER]):
+            raise _permission_error()
+        incoming = body["post"]
+        now = _now_ms()
+        post = {
+            "id": new_id(),
+            "create_at": now,
+            "update_at": now,
+            "edit_at": 0,
+            "delete_at": 0,
+            "user_id": request[_USER]["id"],
+            "channel_id": incoming.get("channel_id", ""),
+            "root_id": incoming.get("root_id", ""),
+            "message": incoming.get("message", ""),
+            "type": "system_ephemeral",
+            "props": incoming.get("props") or {},
+        }
+        self.ephemeral_posts.append({"user_id": body["user_id"], "post": post})
+        return _json_response(post, status=201)
+
+    async def _get_post(self, request: web.Request) -> web.Response:
+        post_id = request.match_info["post_id"]
+        if not is_valid_id(post_id):
+            raise _invalid_url_param("post_id")
+        post = self._posts_by_id.get(post_id)
+        if post is None:
+            raise _MattermostError(404, "app.post.get.app_error", "Unable to get the post.")
+        if not self._can_access(request[_USER], self.channels[post["channel_id"]]):
+            raise _permission_error()
+        return _json_response(post)
+
+    async def _update_post(self, request: web.Request) -> web.Response:
+        post_id = request.match_info["post_id"]
+        body = await _read_json(request, "post")
+        if not isinstance(body, dict):
+            raise _invalid_body_param("post")
+        if body.get("id") != post_id:
+            raise _invalid_param("id")
+        post = self._editable_post(request[_USER], post_id)
+        # A full update replaces message and props: what the body leaves out is cleared.
+        return _json_response(self._edit(post, str(body.get("message", "")), body.get("props") or {}))
+
+    async def _patch_post(self, request: web.Request) -> web.Response:
+        post_id = request.match_info["post_id"]
+        body = await _read_json(request, "post")
+        if not isinstance(body, dict):
+            raise _invalid_body_param("post")
+        post = self._editable_post(request[_USER], post_id)
+        if "is_pinned" in body:
+            post["is_pinned"] = bool(body["is_pinned"])
+        message = str(body["message"]) if body.get("message") is not None else post["message"]
+        props = body["props"] if isinstance(body.get("props"), dict) else post["props"]
+        return _json_response(self._edit(post, message, props))
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _event(self) -> asyncio.Event:
+        if self._post_event is None:
+            self._post_event = asyncio.Event()
+        return self._post_event
+
+    def _team_id(self, name: str) -> str | None:
+        return next((t["id"] for t in self.teams.values() if t["name"] == name), None)
+
+    def _find_channel(self, team_id: str, name: str) -> dict[str, Any] | None:
+        return next(
+            (c for c in self.channels.values() if c["team_id"] == team_id and c["name"] == name), None
+        )
+
+    def _insert_channel(
+        self, team_id: str, name: str, display_name: str, kind: str, members: set[str]
+    ) -> str:
+        channel_id = new_id()
+        now = _now_ms()
+        self.channels[channel_id] = {
+            "id": channel_id,
+            "create_at": now,
+            "update_at": now,
+            "delete_at": 0,
+            "team_id": team_id,
+            "type": kind,
+            "display_name": display_name,
+            "name": name,
+            "header": "",
+            "purpose": "",
+            "last_post_at": 0,
+            "total_msg_count": 0,
+            "extra_update_at": 0,
+            "creator_id": "",
+        }
+        self._members[channel_id] = members
+        return channel_id
+
+    def _can_access(self, user: dict[str, Any], channel: dict[str, Any]) -> bool:
+        if channel["type"] == "O" or _is_admin(user):
+            return True
+        return user["id"] in self._members.get(channel["id"], set())
+
+    def _can_post(self, user: dict[str, Any], channel: dict[str, Any]) -> bool:
+        roles = user["roles"].split()
+        if "system_post_all" in roles or (channel["type"] == "O" and "system_post_all_public" in roles):
+            return True
+        return self._can_access(user, channel)
+
+    def _editable_post(self, user: dict[str, Any], post_id: str) -> dict[str, Any]:
+        post = self._posts_by_id.get(post_id)
+        if post is None or post["delete_at"]:
+            raise _permission_error()
+        if post["user_id"] != user["id"] and not _is_admin(user):
+            raise _permission_error()
+        return post
+
+    def _save_post(
+        self, user: dict[str, Any], channel: dict[str, Any], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        root_id = body.get("root_id", "")
+        root: dict[str, Any] | None = None
+        if root_id:
+            root = self._posts_by_id.get(root_id)
+            if root is None or root["root_id"]:
+                raise _MattermostError(
+                    400, "api.post.create_post.root_id.app_error", "Invalid RootId parameter."
+                )
+            if root["channel_id"] != channel["id"]:
+                raise _MattermostError(
+                    400,
+                    "api.post.create_post.channel_root_id.app_error",
+                    "Invalid ChannelId for RootId parameter.",
+                )
+        message = body.get("message", "")
+        if len(message) > MAX_MESSAGE_RUNES:
+            raise _MattermostError(400, "model.post.is_valid.msg.app_error", "Invalid Message.")
+        props = dict(body.get("props") or {})
+        if len(json.dumps(props)) > MAX_PROPS_CHARS:
+            raise _MattermostError(400, "model.post.is_valid.props.app_error", "Invalid Props.")
+        if user["is_bot"]:
+            props["from_bot"] = "true"
+        # Strictly increasing, so ordering by create_at matches creation order.
+        create_at = max(_now_ms(), self._last_create_at + 1)
+        self._last_create_at = create_at
+        post = {
+            "id": new_id(),
+            "create_at": create_at,
+            "update_at": create_at,
+            "edit_at": 0,
+            "delete_at": 0,
+            "is_pinned": False,
+            "user_id": user["id"],
+            "channel_id": channel["id"],
+            "root_id": root_id,
+            "original_id": "",
+            "message": message,
+            "type": body.get("type", ""),
+            "props": props,
+            "hashtags": "",
+            "pending_post_id": "",
+            "reply_count": 0,
+            "last_reply_at": 0,
+            "participants": None,
+            "metadata": {},
+        }
+        self.posts.append(post)
+        self._posts_by_id[post["id"]] = post
+        channel["last_post_at"] = create_at
+        channel["total_msg_count"] += 1
+        if root is not None:
+            root["reply_count"] += 1
+            root["last_reply_at"] = create_at
+        self._event().set()
+        return post
+
+    def _edit(self, post: dict[str, Any], message: str, props: dict[str, Any]) -> dict[str, Any]:
+        now = _now_ms()
+        if message != post["message"]:
+            post["edit_at"] = now
+        post["message"] = message
+        post["props"] = dict(props)
+        post["update_at"] = now
+        return post
+
+    def _authenticate(self, request: web.Request) -> str:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() not in ("bearer", "token") or not token:
+            raise _MattermostError(
+                401,
+                "api.context.session_expired.app_error",
+                "Invalid or expired session, please login again.",
+            )
+        user_id = self._tokens.get(token.strip())
+        if user_id is None:
+            raise _MattermostError(
+                401,
+                "api.context.session_expired.app_error",
+                "Invalid or expired session, please login again.",
+                detailed=f"token={token.strip()}",
+            )
+        return user_id
+
+    def _take_failure(self, request: web.Request) -> _Failure | None:
+        now = time.monotonic()
+        self._failures = [f for f in self._failures if f.active(now)]
+        for failure in self._failures:
+            if failure.matches(request):
+                if failure.remaining is not None:
+                    failure.remaining -= 1
+                return failure
+        return None
+
+    def _failure_response(self, failure: _Failure) -> web.Response:
+        headers: dict[str, str] = {}
+        if failure.status == 429:
+            wait = str(math.ceil(failure.retry_after if failure.retry_after is not None else 1.0))
+            headers = {
+                "X-Ratelimit-Limit": "10",
+                "X-Ratelimit-Remaining": "0",
+                "X-Ratelimit-Reset": wait,
+                "Retry-After": wait,
+                "X-Content-Type-Options": "nosniff",
+            }
+            return web.Response(
+                text="limit exceeded\n",
+                status=429,
+                headers={"Content-Type": "text/plain; charset=utf-8", **headers},
+            )
+        if failure.retry_after is not None:
+            headers["Retry-After"] = str(math.ceil(failure.retry_after))
+        if failure.body is not None:
+            return web.Response(
+                text=failure.body, status=failure.status, headers={"Content-Type": "text/html", **headers}
+            )
+        try:
+            phrase = HTTPStatus(failure.status).phrase
+        except ValueError:
+            phrase = "Error"
+        error = _MattermostError(failure.status, "fake.injected_failure.app_error", phrase)
+        return self._error_response(error, headers)
+
+    def _error_response(self, error: _MattermostError, headers: dict[str, str] | None = None) -> web.Response:
+        body = {
+            "id": error.error_id,
+            "message": error.message,
+            "detailed_error": error.detailed,
+            "request_id": new_id(),
+            "status_code": error.status,
+        }
+        return _json_response(body, status=error.status, headers=headers)
+
+    async def _sleep_latency(self, request: web.Request) -> None:
+        seconds = self.latency
+        matched = ""
+        for prefix, value in self._path_latency.items():
+            if _api_path(request).startswith(prefix) and len(prefix) > len(matched):
+                matched, seconds = prefix, value
+        if seconds > 0:
+            await asyncio.sleep(seconds)
+
+
+def _api_path(request: web.Request) -> str:
+    """The path from /api/v4 on, so the app also works mounted under a site path (/mattermost/...)."""
+    start = request.path.find("/api/v4")
+    return request.path[start:] if start > 0 else request.path
+
+
+def _is_admin(user: dict[str, Any]) -> bool:
+    return "system_admin" in user["roles"].split()
+
+
+def _team_not_found() -> _MattermostError:
+    return _MattermostError(
+        404, "app.team.get_by_name.missing.app_error", "Unable to find the existing team."
+    )
+
+
+def _check_name(name: str) -> None:
+    # Mattermost keeps team and channel names as lowercase URL slugs.
+    if not _NAME_RE.match(name):
+        raise ValueError(f"not a Mattermost team/channel name (lowercase slug): {name!r}")
+
+
+async def _read_json(request: web.Request, name: str) -> Any:
+    try:
+        return json.loads(await request.read() or b"null")
+    except ValueError:
+        raise _invalid_body_param(name) from None
