@@ -1,0 +1,273 @@
+"""What the rest of the bot may ask of storage: row types and repository protocols.
+
+The SQL implementation lives in `bot.store.sql`; tests and other backends can substitute any
+object satisfying these protocols. Every method that depends on time takes `now` (a UTC-aware
+datetime) instead of reading the clock, so callers and tests decide what time it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+from bot.routing.model import Subscription
+
+
+class InboxStatus(StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+    IGNORED = "ignored"
+    FAILED = "failed"
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+
+
+class SubscriptionSource(StrEnum):
+    DB = "db"  # made with a slash command
+    CONFIG = "config"  # declared in the configuration file; replaced as a whole at start
+
+
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    """A stored webhook, as claimed by an intake worker."""
+
+    id: int
+    dedupe_key: str | None
+    route: str
+    instance_id: str | None
+    params: Mapping[str, Any]
+    body: bytes
+    received_at: datetime
+    status: str
+    # Claims so far, this one included: a row that keeps crashing its worker can be failed.
+    attempts: int
+    outcome: str | None = None
+    lease_owner: str | None = None
+    lease_until: datetime | None = None
+    processed_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewDelivery:
+    """A post to make, produced when an inbox item is processed."""
+
+    channel_id: str
+    order_key: str
+    payload: Mapping[str, Any]
+    kind: str = "channel_post"
+    # Generated (unique) when empty; give one to make it deterministic.
+    pending_post_id: str = ""
+    # Defaults to the `now` of the completing call.
+    next_attempt_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    id: int
+    inbox_id: int | None
+    channel_id: str
+    order_key: str
+    kind: str
+    payload: Mapping[str, Any]
+    pending_post_id: str
+    status: str
+    # Failed attempts so far (reschedules and the final dead-lettering count one each).
+    attempts: int
+    next_attempt_at: datetime
+    created_at: datetime
+    last_error: str | None = None
+    lease_owner: str | None = None
+    lease_until: datetime | None = None
+    received_at: datetime | None = None
+    delivered_at: datetime | None = None
+    dead_at: datetime | None = None
+    post_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionRecord:
+    """A subscription with its bookkeeping (where it comes from, when it changed)."""
+
+    subscription: Subscription
+    source: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class InboxRepository(Protocol):
+    async def enqueue(
+        self,
+        *,
+        dedupe_key: str | None,
+        route: str,
+        instance_id: str | None,
+        params: Mapping[str, Any],
+        body: bytes,
+        now: datetime,
+    ) -> tuple[int, bool]:
+        """Store a webhook. Returns (id, created); a known dedupe_key returns the existing id and False."""
+        ...
+
+    async def claim(self, *, limit: int, owner: str, now: datetime, lease_seconds: float) -> list[InboxItem]:
+        """Lease up to `limit` pending, available rows (oldest first) to `owner`."""
+        ...
+
+    async def complete(
+        self,
+        item_id: int,
+        *,
+        owner: str,
+        outcome: str,
+        status: str,
+        deliveries: Sequence[NewDelivery],
+        now: datetime,
+    ) -> bool:
+        """In one transaction, insert `deliveries` and close the item with `status` (done, ignored, failed).
+
+        Nothing happens (False) when `owner` no longer holds the item's lease.
+        """
+        ...
+
+    async def release(
+        self, item_id: int, *, owner: str, error: str, now: datetime, retry_at: datetime
+    ) -> bool:
+        """Give the item back after a transient failure; it is claimable again from `retry_at`."""
+        ...
+
+    async def get(self, item_id: int) -> InboxItem | None: ...
+
+    async def counts(self) -> dict[str, int]: ...
+
+    async def next_due_at(self) -> datetime | None:
+        """When the next pending row becomes claimable (None when there is none)."""
+        ...
+
+    async def purge(self, *, before: datetime) -> int:
+        """Delete finished rows processed before `before`."""
+        ...
+
+
+class DeliveryRepository(Protocol):
+    async def claim_due(
+        self, *, limit: int, owner: str, now: datetime, lease_seconds: float
+    ) -> list[Delivery]:
+        """Lease due pending deliveries, at most one per order_key: the oldest pending one of its key."""
+        ...
+
+    async def mark_delivered(self, delivery_id: int, *, owner: str, post_id: str, now: datetime) -> bool: ...
+
+    async def reschedule(
+        self, delivery_id: int, *, owner: str, error: str, next_attempt_at: datetime, now: datetime
+    ) -> bool: ...
+
+    async def dead_letter(self, delivery_id: int, *, owner: str, error: str, now: datetime) -> bool: ...
+
+    async def get(self, delivery_id: int) -> Delivery | None: ...
+
+    async def list_for_inbox(self, inbox_id: int) -> list[Delivery]: ...
+
+    async def list_dead(self, limit: int = 100) -> list[Delivery]: ...
+
+    async def replay(self, ids: Sequence[int] | None, now: datetime) -> int:
+        """Put dead deliveries (all when `ids` is None) back to pending, due now, attempts reset."""
+        ...
+
+    async def backlog(self) -> int:
+        """Pending inbox rows plus pending deliveries."""
+        ...
+
+    async def counts(self) -> dict[str, int]: ...
+
+    async def next_due_at(self) -> datetime | None:
+        """When the next claimable delivery becomes due (None when nothing is pending)."""
+        ...
+
+    async def purge(self, *, before: datetime) -> int:
+        """Delete delivered rows delivered before `before`."""
+        ...
+
+
+class SubscriptionRepository(Protocol):
+    async def list_all(self) -> list[Subscription]: ...
+
+    async def list_records(self) -> list[SubscriptionRecord]: ...
+
+    async def list_for_channel(self, channel_id: str) -> list[Subscription]: ...
+
+    async def get(self, subscription_id: str) -> Subscription | None: ...
+
+    async def get_record(self, subscription_id: str) -> SubscriptionRecord | None: ...
+
+    async def upsert(self, sub: Subscription, *, source: str = "db", now: datetime) -> None: ...
+
+    async def delete(self, subscription_id: str) -> bool: ...
+
+    async def replace_config_subscriptions(
+        self, subs: Sequence[Subscription], *, now: datetime
+    ) -> list[Subscription]:
+        """Make the config-sourced subscriptions exactly `subs` (ids derived from name and channel)."""
+        ...
+
+    async def count(self) -> int: ...
+
+
+class ThreadRepository(Protocol):
+    async def get_root(
+        self, instance_id: str, channel_id: str, issue_key: str, *, now: datetime
+    ) -> str | None:
+        """The issue's thread root post in the channel, unless expired."""
+        ...
+
+    async def set_root_if_absent(
+        self,
+        instance_id: str,
+        channel_id: str,
+        issue_key: str,
+        *,
+        root_post_id: str,
+        expires_at: datetime,
+        now: datetime,
+    ) -> str:
+        """Record `root_post_id` unless a live root exists; return the root in force (first wins)."""
+        ...
+
+    async def purge_expired(self, *, now: datetime) -> int: ...
+
+
+class KeyValueRepository(Protocol):
+    async def get(self, key: str, *, now: datetime) -> Any | None: ...
+
+    async def put(self, key: str, value: Any, *, expires_at: datetime | None = None) -> None: ...
+
+    async def add(self, key: str, value: Any, *, expires_at: datetime | None = None, now: datetime) -> bool:
+        """Store only if the key is absent or expired; True when stored (first caller wins)."""
+        ...
+
+    async def delete(self, key: str) -> bool: ...
+
+    async def take(self, key: str, *, now: datetime) -> Any | None:
+        """Get and delete in one step: of concurrent takers only one gets the value."""
+        ...
+
+    async def purge_expired(self, *, now: datetime) -> int: ...
+
+
+class Store(Protocol):
+    """Everything persistent, as the application sees it."""
+
+    inbox: InboxRepository
+    deliveries: DeliveryRepository
+    subscriptions: SubscriptionRepository
+    threads: ThreadRepository
+    kv: KeyValueRepository
+
+    async def ping(self) -> bool: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,113 @@
+"""Schema migrations: an ordered list of steps, applied at start.
+
+Why not Alembic: the schema is six tables, the bot migrates itself on start (no separate CLI step),
+and it must run on SQLite and PostgreSQL from the same code. A list of numbered steps, each a
+function of a synchronous connection, covers that in a few lines; `schema_version` records the
+steps applied.
+
+Safety:
+- All pending steps run in ONE transaction (both databases have transactional DDL), so a failed
+  step leaves the schema as it was.
+- Replicas starting at once are serialised: on PostgreSQL by a transaction-scoped advisory lock
+  (keyed by the current schema, so separate schemas do not wait for each other); on SQLite by the
+  write lock taken by BEGIN IMMEDIATE.
+- A database migrated by a newer release (version above the latest known here) is refused rather
+  than used with an outdated idea of its tables.
+
+Adding a step: append `Migration(n + 1, "...", fn)` where `fn` issues the DDL (e.g.
+`conn.execute(sa.text("ALTER TABLE ..."))`) and update `schema.py` to match. Step 1 creates the
+tables from `schema.py`; once a step 2 exists, step 1 must keep creating the version-1 tables, so
+freeze it then (copy the version-1 table definitions into this module).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.store import schema
+from bot.store.sql import WRITE_OPTION
+
+# First key of the PostgreSQL advisory lock (fits an int4): "JCMG".
+ADVISORY_LOCK_NAMESPACE = 0x4A434D47
+
+
+class SchemaTooNewError(RuntimeError):
+    """The database was migrated by a newer release than this one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    description: str
+    apply: Callable[[Connection], None]
+
+
+def _create_initial_schema(conn: Connection) -> None:
+    tables = [
+        schema.webhook_inbox,
+        schema.deliveries,
+        schema.subscriptions,
+        schema.issue_threads,
+        schema.kv,
+    ]
+    schema.metadata.create_all(conn, tables=tables, checkfirst=True)
+
+
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _create_initial_schema),)
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def _check_steps(steps: tuple[Migration, ...]) -> None:
+    versions = [m.version for m in steps]
+    if versions != list(range(1, len(steps) + 1)):
+        raise RuntimeError(f"migration versions must be 1..n in order, got {versions}")
+
+
+async def current_version(engine: AsyncEngine) -> int:
+    """The schema version of the database (0 when it was never migrated)."""
+    async with engine.connect() as conn:
+        exists = await conn.run_sync(lambda c: sa.inspect(c).has_table(schema.schema_version.name))
+        if not exists:
+            return 0
+        return int(await conn.scalar(sa.select(sa.func.max(schema.schema_version.c.version))) or 0)
+
+
+async def migrate(engine: AsyncEngine, steps: tuple[Migration, ...] = MIGRATIONS) -> int:
+    """Apply the missing steps; idempotent and safe to run from several processes at once.
+
+    Returns the number of steps applied.
+    """
+    _check_steps(steps)
+    latest = steps[-1].version
+    writer = engine.execution_options(**{WRITE_OPTION: True})
+    async with writer.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(
+                sa.text("SELECT pg_advisory_xact_lock(:ns, hashtext(coalesce(current_schema(), '')))"),
+                {"ns": ADVISORY_LOCK_NAMESPACE},
+            )
+        await conn.run_sync(lambda c: schema.schema_version.create(c, checkfirst=True))
+        current = int(await conn.scalar(sa.select(sa.func.max(schema.schema_version.c.version))) or 0)
+        if current > latest:
+            raise SchemaTooNewError(
+                f"the database schema is at version {current} but this release knows only up to {latest}; "
+                "run a release at least as new as the one that migrated it"
+            )
+        applied = 0
+        for step in steps:
+            if step.version <= current:
+                continue
+            await conn.run_sync(step.apply)
+            # The database's clock: bookkeeping only, nothing compares it with the bot's `now`.
+            await conn.execute(
+                sa.insert(schema.schema_version).values(
+                    version=step.version, applied_at=sa.func.current_timestamp()
+                )
+            )
+            applied += 1
+    return applied

@@ -1,0 +1,145 @@
+"""The database schema (SQLAlchemy Core), shared by SQLite and PostgreSQL.
+
+Every timestamp is a timezone-aware UTC datetime in Python. PostgreSQL stores it as `timestamptz`;
+SQLite has no such type, so `UTCDateTime` stores naive UTC text (which sorts chronologically) and
+gives an aware datetime back.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A datetime column that only accepts aware datetimes and always returns aware UTC ones."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            # A naive datetime is ambiguous; refusing it keeps every stored instant comparable.
+            raise ValueError(f"naive datetime given to the store: {value!r} (pass a UTC-aware datetime)")
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+# JSONB on PostgreSQL (compact, comparable); plain JSON text elsewhere.
+JSONType: sa.types.TypeEngine[Any] = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+schema_version = sa.Table(
+    "schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("applied_at", UTCDateTime, nullable=False),
+)
+
+webhook_inbox = sa.Table(
+    "webhook_inbox",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    # X-Atlassian-Webhook-Identifier: Jira retries carry the same value, so a retry is stored once.
+    sa.Column("dedupe_key", sa.String(255), nullable=True, unique=True),
+    sa.Column("route", sa.String(32), nullable=False),  # "firehose" | "legacy"
+    sa.Column("instance_id", sa.String(512), nullable=True),
+    sa.Column("params", JSONType, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    # When the row may be claimed: received_at at first, later the retry time given to release().
+    sa.Column("available_at", UTCDateTime, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # pending | done | ignored | failed
+    sa.Column("outcome", sa.Text, nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("lease_owner", sa.String(255), nullable=True),
+    sa.Column("lease_until", UTCDateTime, nullable=True),
+    sa.Column("processed_at", UTCDateTime, nullable=True),
+    # Backlog counts and claims filter on status first.
+    sa.Index(None, "status", "available_at"),
+)
+
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    # No foreign key on purpose: old inbox rows are purged while their deliveries may be kept.
+    sa.Column("inbox_id", sa.BigInteger, nullable=True, index=True),
+    sa.Column("channel_id", sa.String(64), nullable=False),
+    # Deliveries sharing an order_key (e.g. instance + issue key + channel) are posted in id order.
+    sa.Column("order_key", sa.String(1024), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),  # e.g. "channel_post"
+    sa.Column("payload", JSONType, nullable=False),
+    # Sent with every attempt so Mattermost drops a duplicate create after a timeout or a crash.
+    sa.Column("pending_post_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("status", sa.String(16), nullable=False),  # pending | delivered | dead
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("lease_owner", sa.String(255), nullable=True),
+    sa.Column("lease_until", UTCDateTime, nullable=True),
+    # received_at of the webhook that caused it: delivered_at - received_at is the end-to-end latency.
+    sa.Column("received_at", UTCDateTime, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("delivered_at", UTCDateTime, nullable=True),
+    sa.Column("dead_at", UTCDateTime, nullable=True),
+    sa.Column("post_id", sa.String(64), nullable=True),
+    # Due-delivery scans and the backlog count.
+    sa.Index(None, "status", "next_attempt_at"),
+    # "Is there an older pending delivery with this order_key?" for the per-key ordering.
+    sa.Index(None, "order_key", "status", "id"),
+)
+
+subscriptions = sa.Table(
+    "subscriptions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("channel_id", sa.String(64), nullable=False, index=True),
+    sa.Column("instance_id", sa.String(512), nullable=False, index=True),
+    sa.Column("filters", JSONType, nullable=False),
+    sa.Column("created_by", sa.String(64), nullable=False, server_default=""),
+    sa.Column("source", sa.String(16), nullable=False),  # "db" | "config"
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+issue_threads = sa.Table(
+    "issue_threads",
+    metadata,
+    sa.Column("instance_id", sa.String(512), primary_key=True),
+    sa.Column("channel_id", sa.String(64), primary_key=True),
+    sa.Column("issue_key", sa.String(255), primary_key=True),
+    sa.Column("root_post_id", sa.String(64), nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False, index=True),
+)
+
+kv = sa.Table(
+    "kv",
+    metadata,
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("value", JSONType, nullable=True),
+    sa.Column("expires_at", UTCDateTime, nullable=True, index=True),
+)

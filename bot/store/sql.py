@@ -1,0 +1,768 @@
+"""SQL repositories (SQLAlchemy Core, async) for SQLite and PostgreSQL.
+
+Concurrency model:
+- Claims are one `UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING ...` statement. On PostgreSQL
+  the inner select takes `FOR UPDATE SKIP LOCKED`, so replicas claiming at once skip each other's
+  rows; SQLite has one writer at a time, and write transactions start with `BEGIN IMMEDIATE`
+  (see `bot.store.db`), so the statement cannot interleave with another claim.
+- A lease (`lease_owner`, `lease_until`) marks a claimed row. Every later change of the row checks
+  `lease_owner`, so a worker whose lease expired and was taken over changes nothing.
+- Inserts that may race (dedupe keys, thread roots, one-time values) use INSERT ... ON CONFLICT.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from bot.routing.model import Subscription
+from bot.store.interfaces import (
+    Delivery,
+    DeliveryStatus,
+    InboxItem,
+    InboxStatus,
+    NewDelivery,
+    SubscriptionRecord,
+    SubscriptionSource,
+)
+from bot.store.schema import deliveries as delivery_table
+from bot.store.schema import issue_threads, kv, subscriptions, webhook_inbox
+
+# Execution option marking a connection that will write: on SQLite its transaction starts with
+# BEGIN IMMEDIATE (takes the write lock up front, waiting busy_timeout instead of failing later).
+WRITE_OPTION = "store_write"
+
+_FINAL_INBOX_STATUSES = frozenset({InboxStatus.DONE, InboxStatus.IGNORED, InboxStatus.FAILED})
+
+
+class SqlAccess:
+    """The engine plus what every repository needs: read/write connections and dialect-specific insert."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._writer = engine.execution_options(**{WRITE_OPTION: True})
+
+    def read(self) -> AsyncConnection:
+        """A connection for reads (async context manager)."""
+        return self.engine.connect()
+
+    def write(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A write transaction, committed on exit (async context manager)."""
+        return self._writer.begin()
+
+    def insert(self, table: sa.Table) -> Any:
+        """INSERT supporting on_conflict_do_nothing / on_conflict_do_update on the current dialect."""
+        if self.dialect == "postgresql":
+            return postgresql.insert(table)
+        if self.dialect == "sqlite":
+            return sqlite.insert(table)
+        raise NotImplementedError(f"unsupported database dialect: {self.dialect}")
+
+
+def _lease_free(table: Any, now: datetime) -> sa.ColumnElement[bool]:
+    return sa.or_(table.c.lease_until.is_(None), table.c.lease_until <= now)
+
+
+def _ready_at(table: Any, since: sa.ColumnElement[datetime]) -> sa.ColumnElement[datetime]:
+    """When a pending row becomes claimable: its due time, or its lease's end if later."""
+    return sa.case(
+        (sa.and_(table.c.lease_until.is_not(None), table.c.lease_until > since), table.c.lease_until),
+        else_=since,
+    )
+
+
+def _status_counts(rows: Sequence[Any], statuses: Sequence[str]) -> dict[str, int]:
+    counts = dict.fromkeys(statuses, 0)
+    for row in rows:
+        counts[row[0]] = int(row[1])
+    return counts
+
+
+# ---------------------------------------------------------------------------------------------- inbox
+
+
+def _inbox_item(row: Row[Any]) -> InboxItem:
+    m = row._mapping
+    return InboxItem(
+        id=m["id"],
+        dedupe_key=m["dedupe_key"],
+        route=m["route"],
+        instance_id=m["instance_id"],
+        params=m["params"] or {},
+        body=bytes(m["body"]),
+        received_at=m["received_at"],
+        status=m["status"],
+        attempts=m["attempts"],
+        outcome=m["outcome"],
+        lease_owner=m["lease_owner"],
+        lease_until=m["lease_until"],
+        processed_at=m["processed_at"],
+    )
+
+
+class SqlInboxRepository:
+    def __init__(self, access: SqlAccess) -> None:
+        self._db = access
+
+    async def enqueue(
+        self,
+        *,
+        dedupe_key: str | None,
+        route: str,
+        instance_id: str | None,
+        params: Mapping[str, Any],
+        body: bytes,
+        now: datetime,
+    ) -> tuple[int, bool]:
+        t = webhook_inbox
+        stmt = self._db.insert(t).values(
+            dedupe_key=dedupe_key,
+            route=route,
+            instance_id=instance_id,
+            params=dict(params),
+            body=body,
+            received_at=now,
+            available_at=now,
+            status=InboxStatus.PENDING.value,
+            attempts=0,
+        )
+        if dedupe_key is not None:
+            stmt = stmt.on_conflict_do_nothing(index_elements=[t.c.dedupe_key])
+        async with self._db.write() as conn:
+            new_id = (await conn.execute(stmt.returning(t.c.id))).scalar_one_or_none()
+            if new_id is not None:
+                return int(new_id), True
+            # The conflict means a committed row with this key exists (PostgreSQL waited for it).
+            existing = await conn.scalar(sa.select(t.c.id).where(t.c.dedupe_key == dedupe_key))
+        if existing is None:
+            raise RuntimeError(f"inbox row with dedupe key {dedupe_key!r} vanished during enqueue")
+        return int(existing), False
+
+    async def claim(self, *, limit: int, owner: str, now: datetime, lease_seconds: float) -> list[InboxItem]:
+        if limit <= 0:
+            return []
+        t = webhook_inbox
+        candidate = t.alias("candidate")
+        ids = (
+            sa.select(candidate.c.id)
+            .where(
+                candidate.c.status == InboxStatus.PENDING.value,
+                candidate.c.available_at <= now,
+                _lease_free(candidate, now),
+            )
+            .order_by(candidate.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        stmt = (
+            sa.update(t)
+            .where(t.c.id.in_(ids))
+            .values(
+                lease_owner=owner,
+                lease_until=now + timedelta(seconds=lease_seconds),
+                attempts=t.c.attempts + 1,
+            )
+            .returning(*t.c)
+        )
+        async with self._db.write() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return sorted((_inbox_item(r) for r in rows), key=lambda item: item.id)
+
+    async def complete(
+        self,
+        item_id: int,
+        *,
+        owner: str,
+        outcome: str,
+        status: str,
+        deliveries: Sequence[NewDelivery],
+        now: datetime,
+    ) -> bool:
+        if status not in _FINAL_INBOX_STATUSES:
+            raise ValueError(f"cannot complete an inbox item as {status!r}; use done, ignored or failed")
+        t = webhook_inbox
+        # Closing the row first both checks the lease and locks the row for the rest of the transaction.
+        close = (
+            sa.update(t)
+            .where(t.c.id == item_id, t.c.lease_owner == owner, t.c.status == InboxStatus.PENDING.value)
+            .values(status=status, outcome=outcome, processed_at=now, lease_owner=None, lease_until=None)
+            .returning(t.c.received_at)
+        )
+        async with self._db.write() as conn:
+            row = (await conn.execute(close)).first()
+            if row is None:
+                return False
+            if deliveries:
+                await conn.execute(
+                    sa.insert(delivery_table),
+                    [
+                        _new_delivery_row(d, inbox_id=item_id, received_at=row.received_at, now=now)
+                        for d in deliveries
+                    ],
+                )
+        return True
+
+    async def release(
+        self, item_id: int, *, owner: str, error: str, now: datetime, retry_at: datetime
+    ) -> bool:
+        t = webhook_inbox
+        stmt = (
+            sa.update(t)
+            .where(t.c.id == item_id, t.c.lease_owner == owner, t.c.status == InboxStatus.PENDING.value)
+            .values(outcome=error, available_at=retry_at, lease_owner=None, lease_until=None)
+            .returning(t.c.id)
+        )
+        async with self._db.write() as conn:
+            return (await conn.execute(stmt)).first() is not None
+
+    async def get(self, item_id: int) -> InboxItem | None:
+        async with self._db.read() as conn:
+            row = (await conn.execute(sa.select(webhook_inbox).where(webhook_inbox.c.id == item_id))).first()
+        return _inbox_item(row) if row is not None else None
+
+    async def counts(self) -> dict[str, int]:
+        t = webhook_inbox
+        async with self._db.read() as conn:
+            rows = (await conn.execute(sa.select(t.c.status, sa.func.count()).group_by(t.c.status))).all()
+        return _status_counts(rows, [s.value for s in InboxStatus])
+
+    async def next_due_at(self) -> datetime | None:
+        t = webhook_inbox
+        stmt = sa.select(sa.func.min(_ready_at(t, t.c.available_at))).where(
+            t.c.status == InboxStatus.PENDING.value
+        )
+        async with self._db.read() as conn:
+            return await conn.scalar(stmt)
+
+    async def purge(self, *, before: datetime) -> int:
+        t = webhook_inbox
+        stmt = (
+            sa.delete(t)
+            .where(t.c.status != InboxStatus.PENDING.value, t.c.processed_at < before)
+            .returning(t.c.id)
+        )
+        async with self._db.write() as conn:
+            return len((await conn.execute(stmt)).all())
+
+
+# ----------------------------------------------------------------------------------------- deliveries
+
+
+def _new_delivery_row(
+    d: NewDelivery, *, inbox_id: int | None, received_at: datetime | None, now: datetime
+) -> dict[str, Any]:
+    return {
+        "inbox_id": inbox_id,
+        "channel_id": d.channel_id,
+        "order_key": d.order_key,
+        "kind": d.kind,
+        "payload": dict(d.payload),
+        # 32 hex characters: unique, and within Mattermost's limit for pending_post_id.
+        "pending_post_id": d.pending_post_id or uuid.uuid4().hex,
+        "status": DeliveryStatus.PENDING.value,
+        "attempts": 0,
+        "next_attempt_at": d.next_attempt_at or now,
+        "received_at": received_at,
+        "created_at": now,
+    }
+
+
+def _delivery(row: Row[Any]) -> Delivery:
+    m = row._mapping
+    return Delivery(
+        id=m["id"],
+        inbox_id=m["inbox_id"],
+        channel_id=m["channel_id"],
+        order_key=m["order_key"],
+        kind=m["kind"],
+        payload=m["payload"] or {},
+        pending_post_id=m["pending_post_id"],
+        status=m["status"],
+        attempts=m["attempts"],
+        next_attempt_at=m["next_attempt_at"],
+        created_at=m["created_at"],
+        last_error=m["last_error"],
+        lease_owner=m["lease_owner"],
+        lease_until=m["lease_until"],
+        received_at=m["received_at"],
+        delivered_at=m["delivered_at"],
+        dead_at=m["dead_at"],
+        post_id=m["post_id"],
+    )
+
+
+def _has_older_pending(d: Any) -> sa.Exists:
+    """Whether another pending delivery with d's order_key was created before d."""
+    older = delivery_table.alias("older")
+    return sa.exists().where(
+        older.c.order_key == d.c.order_key,
+        older.c.status == DeliveryStatus.PENDING.value,
+        older.c.id < d.c.id,
+    )
+
+
+class SqlDeliveryRepository:
+    def __init__(self, access: SqlAccess) -> None:
+        self._db = access
+
+    async def claim_due(
+        self, *, limit: int, owner: str, now: datetime, lease_seconds: float
+    ) -> list[Delivery]:
+        if limit <= 0:
+            return []
+        t = delivery_table
+        candidate = t.alias("candidate")
+        # Only the head of each order_key is eligible: a later post for the same issue waits while an
+        # earlier one is pending, leased or backing off, so the channel sees the issue's events in order.
+        ids = (
+            sa.select(candidate.c.id)
+            .where(
+                candidate.c.status == DeliveryStatus.PENDING.value,
+                candidate.c.next_attempt_at <= now,
+                _lease_free(candidate, now),
+                ~_has_older_pending(candidate),
+            )
+            .order_by(candidate.c.next_attempt_at, candidate.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True, of=candidate)
+        )
+        stmt = (
+            sa.update(t)
+            .where(t.c.id.in_(ids))
+            .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds))
+            .returning(*t.c)
+        )
+        async with self._db.write() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return sorted((_delivery(r) for r in rows), key=lambda d: (d.next_attempt_at, d.id))
+
+    async def _finish(self, delivery_id: int, owner: str, values: Mapping[str, Any]) -> bool:
+        t = delivery_table
+        stmt = (
+            sa.update(t)
+            .where(
+                t.c.id == delivery_id, t.c.lease_owner == owner, t.c.status == DeliveryStatus.PENDING.value
+            )
+            .values(lease_owner=None, lease_until=None, **values)
+            .returning(t.c.id)
+        )
+        async with self._db.write() as conn:
+            return (await conn.execute(stmt)).first() is not None
+
+    async def mark_delivered(self, delivery_id: int, *, owner: str, post_id: str, now: datetime) -> bool:
+        return await self._finish(
+            delivery_id,
+            owner,
+            {"status": DeliveryStatus.DELIVERED.value, "delivered_at": now, "post_id": post_id},
+        )
+
+    async def reschedule(
+        self, delivery_id: int, *, owner: str, error: str, next_attempt_at: datetime, now: datetime
+    ) -> bool:
+        return await self._finish(
+            delivery_id,
+            owner,
+            {
+                "attempts": delivery_table.c.attempts + 1,
+                "last_error": error,
+                "next_attempt_at": next_attempt_at,
+            },
+        )
+
+    async def dead_letter(self, delivery_id: int, *, owner: str, error: str, now: datetime) -> bool:
+        return await self._finish(
+            delivery_id,
+            owner,
+            {
+                "status": DeliveryStatus.DEAD.value,
+                "attempts": delivery_table.c.attempts + 1,
+                "last_error": error,
+                "dead_at": now,
+            },
+        )
+
+    async def get(self, delivery_id: int) -> Delivery | None:
+        async with self._db.read() as conn:
+            row = (
+                await conn.execute(sa.select(delivery_table).where(delivery_table.c.id == delivery_id))
+            ).first()
+        return _delivery(row) if row is not None else None
+
+    async def list_for_inbox(self, inbox_id: int) -> list[Delivery]:
+        stmt = (
+            sa.select(delivery_table)
+            .where(delivery_table.c.inbox_id == inbox_id)
+            .order_by(delivery_table.c.id)
+        )
+        async with self._db.read() as conn:
+            return [_delivery(r) for r in (await conn.execute(stmt)).all()]
+
+    async def list_dead(self, limit: int = 100) -> list[Delivery]:
+        stmt = (
+            sa.select(delivery_table)
+            .where(delivery_table.c.status == DeliveryStatus.DEAD.value)
+            .order_by(delivery_table.c.id)
+            .limit(limit)
+        )
+        async with self._db.read() as conn:
+            return [_delivery(r) for r in (await conn.execute(stmt)).all()]
+
+    async def replay(self, ids: Sequence[int] | None, now: datetime) -> int:
+        t = delivery_table
+        where = [t.c.status == DeliveryStatus.DEAD.value]
+        if ids is not None:
+            if not ids:
+                return 0
+            where.append(t.c.id.in_(list(ids)))
+        # pending_post_id is kept: if a "dead" post did reach Mattermost, the replay is dropped there.
+        stmt = (
+            sa.update(t)
+            .where(*where)
+            .values(
+                status=DeliveryStatus.PENDING.value,
+                attempts=0,
+                next_attempt_at=now,
+                last_error=None,
+                dead_at=None,
+                lease_owner=None,
+                lease_until=None,
+            )
+            .returning(t.c.id)
+        )
+        async with self._db.write() as conn:
+            return len((await conn.execute(stmt)).all())
+
+    async def backlog(self) -> int:
+        # Two index-only counts on (status, ...) indexes, in one round trip.
+        inbox_pending = (
+            sa.select(sa.func.count())
+            .select_from(webhook_inbox)
+            .where(webhook_inbox.c.status == InboxStatus.PENDING.value)
+            .scalar_subquery()
+        )
+        deliveries_pending = (
+            sa.select(sa.func.count())
+            .select_from(delivery_table)
+            .where(delivery_table.c.status == DeliveryStatus.PENDING.value)
+            .scalar_subquery()
+        )
+        async with self._db.read() as conn:
+            total = await conn.scalar(sa.select(inbox_pending + deliveries_pending))
+        return int(total or 0)
+
+    async def counts(self) -> dict[str, int]:
+        t = delivery_table
+        async with self._db.read() as conn:
+            rows = (await conn.execute(sa.select(t.c.status, sa.func.count()).group_by(t.c.status))).all()
+        return _status_counts(rows, [s.value for s in DeliveryStatus])
+
+    async def next_due_at(self) -> datetime | None:
+        t = delivery_table
+        head = t.alias("head")
+        # Only heads of their order_key: a later delivery waiting behind one in backoff is not "due".
+        stmt = sa.select(sa.func.min(_ready_at(head, head.c.next_attempt_at))).where(
+            head.c.status == DeliveryStatus.PENDING.value, ~_has_older_pending(head)
+        )
+        async with self._db.read() as conn:
+            return await conn.scalar(stmt)
+
+    async def purge(self, *, before: datetime) -> int:
+        t = delivery_table
+        stmt = (
+            sa.delete(t)
+            .where(t.c.status == DeliveryStatus.DELIVERED.value, t.c.delivered_at < before)
+            .returning(t.c.id)
+        )
+        async with self._db.write() as conn:
+            return len((await conn.execute(stmt)).all())
+
+
+# -------------------------------------------------------------------------------------- subscriptions
+
+
+def config_subscription_id(name: str, channel_id: str) -> str:
+    """The id of a subscription declared in the configuration file: stable across restarts."""
+    digest = hashlib.sha256(f"{channel_id}\x00{name.strip()}".encode()).hexdigest()
+    return f"cfg-{digest[:24]}"
+
+
+def _subscription(row: Row[Any]) -> Subscription:
+    m = row._mapping
+    return Subscription.model_validate(
+        {
+            "id": m["id"],
+            "name": m["name"],
+            "channel_id": m["channel_id"],
+            "instance_id": m["instance_id"],
+            "filters": m["filters"] or {},
+            "created_by": m["created_by"],
+        }
+    )
+
+
+def _subscription_record(row: Row[Any]) -> SubscriptionRecord:
+    m = row._mapping
+    return SubscriptionRecord(
+        subscription=_subscription(row),
+        source=m["source"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+    )
+
+
+def _subscription_row(sub: Subscription, source: str, now: datetime) -> dict[str, Any]:
+    return {
+        "id": sub.id,
+        "name": sub.name,
+        "channel_id": sub.channel_id,
+        "instance_id": sub.instance_id,
+        "filters": sub.filters.model_dump(mode="json"),
+        "created_by": sub.created_by,
+        "source": source,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+class SqlSubscriptionRepository:
+    def __init__(self, access: SqlAccess) -> None:
+        self._db = access
+
+    def _upsert_statement(self) -> Any:
+        t = subscriptions
+        stmt = self._db.insert(t)
+        # created_at is kept from the first insert; everything else follows the new version.
+        return stmt.on_conflict_do_update(
+            index_elements=[t.c.id],
+            set_={
+                name: stmt.excluded[name]
+                for name in (
+                    "name",
+                    "channel_id",
+                    "instance_id",
+                    "filters",
+                    "created_by",
+                    "source",
+                    "updated_at",
+                )
+            },
+        )
+
+    async def _select(self, *where: sa.ColumnElement[bool]) -> list[Row[Any]]:
+        t = subscriptions
+        stmt = sa.select(t).where(*where).order_by(t.c.name, t.c.id)
+        async with self._db.read() as conn:
+            return list((await conn.execute(stmt)).all())
+
+    async def list_all(self) -> list[Subscription]:
+        return [_subscription(r) for r in await self._select()]
+
+    async def list_records(self) -> list[SubscriptionRecord]:
+        return [_subscription_record(r) for r in await self._select()]
+
+    async def list_for_channel(self, channel_id: str) -> list[Subscription]:
+        return [_subscription(r) for r in await self._select(subscriptions.c.channel_id == channel_id)]
+
+    async def get(self, subscription_id: str) -> Subscription | None:
+        rows = await self._select(subscriptions.c.id == subscription_id)
+        return _subscription(rows[0]) if rows else None
+
+    async def get_record(self, subscription_id: str) -> SubscriptionRecord | None:
+        rows = await self._select(subscriptions.c.id == subscription_id)
+        return _subscription_record(rows[0]) if rows else None
+
+    async def upsert(
+        self, sub: Subscription, *, source: str = SubscriptionSource.DB.value, now: datetime
+    ) -> None:
+        if source not in {s.value for s in SubscriptionSource}:
+            raise ValueError(f"unknown subscription source {source!r}; use db or config")
+        async with self._db.write() as conn:
+            await conn.execute(self._upsert_statement(), [_subscription_row(sub, source, now)])
+
+    async def delete(self, subscription_id: str) -> bool:
+        t = subscriptions
+        async with self._db.write() as conn:
+            rows = (await conn.execute(sa.delete(t).where(t.c.id == subscription_id).returning(t.c.id))).all()
+        return bool(rows)
+
+    async def replace_config_subscriptions(
+        self, subs: Sequence[Subscription], *, now: datetime
+    ) -> list[Subscription]:
+        """Store `subs` as the config-sourced set: ids are recomputed from name and channel (the given ids
+        are ignored), missing ones are deleted, existing ones keep their created_at.
+        """
+        stored: dict[str, Subscription] = {}
+        for sub in subs:
+            sub_id = config_subscription_id(sub.name, sub.channel_id)
+            if sub_id in stored:
+                raise ValueError(
+                    f"subscription {sub.name!r} is declared twice for channel {sub.channel_id}; "
+                    "give each subscription of a channel its own name"
+                )
+            stored[sub_id] = sub.model_copy(update={"id": sub_id})
+        t = subscriptions
+        # Deleting first makes the write lock the transaction's first step (see SqlAccess.write).
+        remove = sa.delete(t).where(t.c.source == SubscriptionSource.CONFIG.value)
+        if stored:
+            remove = remove.where(t.c.id.not_in(list(stored)))
+        async with self._db.write() as conn:
+            await conn.execute(remove)
+            if stored:
+                await conn.execute(
+                    self._upsert_statement(),
+                    [_subscription_row(s, SubscriptionSource.CONFIG.value, now) for s in stored.values()],
+                )
+        return list(stored.values())
+
+    async def count(self) -> int:
+        async with self._db.read() as conn:
+            n = await conn.scalar(sa.select(sa.func.count()).select_from(subscriptions))
+        return int(n or 0)
+
+
+# -------------------------------------------------------------------------------------------- threads
+
+
+class SqlThreadRepository:
+    def __init__(self, access: SqlAccess) -> None:
+        self._db = access
+
+    @staticmethod
+    def _key(instance_id: str, channel_id: str, issue_key: str) -> sa.ColumnElement[bool]:
+        t = issue_threads
+        return sa.and_(
+            t.c.instance_id == instance_id, t.c.channel_id == channel_id, t.c.issue_key == issue_key
+        )
+
+    async def get_root(
+        self, instance_id: str, channel_id: str, issue_key: str, *, now: datetime
+    ) -> str | None:
+        t = issue_threads
+        stmt = sa.select(t.c.root_post_id).where(
+            self._key(instance_id, channel_id, issue_key), t.c.expires_at > now
+        )
+        async with self._db.read() as conn:
+            return await conn.scalar(stmt)
+
+    async def set_root_if_absent(
+        self,
+        instance_id: str,
+        channel_id: str,
+        issue_key: str,
+        *,
+        root_post_id: str,
+        expires_at: datetime,
+        now: datetime,
+    ) -> str:
+        t = issue_threads
+        stmt = self._db.insert(t).values(
+            instance_id=instance_id,
+            channel_id=channel_id,
+            issue_key=issue_key,
+            root_post_id=root_post_id,
+            expires_at=expires_at,
+        )
+        # A live root wins; an expired one is replaced.
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[t.c.instance_id, t.c.channel_id, t.c.issue_key],
+            set_={"root_post_id": stmt.excluded.root_post_id, "expires_at": stmt.excluded.expires_at},
+            where=t.c.expires_at <= now,
+        )
+        async with self._db.write() as conn:
+            await conn.execute(stmt)
+            root = await conn.scalar(
+                sa.select(t.c.root_post_id).where(self._key(instance_id, channel_id, issue_key))
+            )
+        if root is None:
+            raise RuntimeError(f"thread root for {issue_key} in {channel_id} vanished while being set")
+        return str(root)
+
+    async def purge_expired(self, *, now: datetime) -> int:
+        t = issue_threads
+        async with self._db.write() as conn:
+            rows = (
+                await conn.execute(sa.delete(t).where(t.c.expires_at <= now).returning(t.c.issue_key))
+            ).all()
+        return len(rows)
+
+
+# ------------------------------------------------------------------------------------------------- kv
+
+
+def _live(expires_at: datetime | None, now: datetime) -> bool:
+    return expires_at is None or expires_at > now
+
+
+class SqlKeyValueRepository:
+    """Small JSON values by key, with optional expiry (OAuth states, rate-limit stamps)."""
+
+    def __init__(self, access: SqlAccess) -> None:
+        self._db = access
+
+    async def get(self, key: str, *, now: datetime) -> Any | None:
+        async with self._db.read() as conn:
+            row = (await conn.execute(sa.select(kv.c.value, kv.c.expires_at).where(kv.c.key == key))).first()
+        if row is None or not _live(row.expires_at, now):
+            return None
+        return row.value
+
+    async def put(self, key: str, value: Any, *, expires_at: datetime | None = None) -> None:
+        stmt = self._db.insert(kv).values(key=key, value=value, expires_at=expires_at)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[kv.c.key],
+            set_={"value": stmt.excluded.value, "expires_at": stmt.excluded.expires_at},
+        )
+        async with self._db.write() as conn:
+            await conn.execute(stmt)
+
+    async def add(self, key: str, value: Any, *, expires_at: datetime | None = None, now: datetime) -> bool:
+        """Store the value only if the key is absent or expired; True when stored (first caller wins)."""
+        stmt = self._db.insert(kv).values(key=key, value=value, expires_at=expires_at)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[kv.c.key],
+            set_={"value": stmt.excluded.value, "expires_at": stmt.excluded.expires_at},
+            where=sa.and_(kv.c.expires_at.is_not(None), kv.c.expires_at <= now),
+        ).returning(kv.c.key)
+        async with self._db.write() as conn:
+            return (await conn.execute(stmt)).first() is not None
+
+    async def delete(self, key: str) -> bool:
+        async with self._db.write() as conn:
+            rows = (await conn.execute(sa.delete(kv).where(kv.c.key == key).returning(kv.c.key))).all()
+        return bool(rows)
+
+    async def take(self, key: str, *, now: datetime) -> Any | None:
+        # DELETE ... RETURNING: of concurrent takers exactly one gets the row.
+        stmt = sa.delete(kv).where(kv.c.key == key).returning(kv.c.value, kv.c.expires_at)
+        async with self._db.write() as conn:
+            row = (await conn.execute(stmt)).first()
+        if row is None or not _live(row.expires_at, now):
+            return None
+        return row.value
+
+    async def purge_expired(self, *, now: datetime) -> int:
+        stmt = sa.delete(kv).where(kv.c.expires_at.is_not(None), kv.c.expires_at <= now).returning(kv.c.key)
+        async with self._db.write() as conn:
+            return len((await conn.execute(stmt)).all())
+
+
+__all__ = [
+    "WRITE_OPTION",
+    "SqlAccess",
+    "SqlDeliveryRepository",
+    "SqlInboxRepository",
+    "SqlKeyValueRepository",
+    "SqlSubscriptionRepository",
+    "SqlThreadRepository",
+    "config_subscription_id",
+]
