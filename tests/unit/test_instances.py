@@ -31,5 +31,7 @@ A, B = "https://a.atlassian.net", "https://jira.b.example"
         (None, "", [], None),
     ],
 )
-def test_resolve_instance(path: str | None, payload: str, configured: list[str], expected: str | None) -> None:
+def test_resolve_instance(
+    path: str | None, payload: str, configured: list[str], expected: str | None
+) -> None:
     assert resolve_instance(path, payload, configured) == expected

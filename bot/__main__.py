@@ -1,0 +1,137 @@
+"""Command line: `jira-chatops serve`, plus admin commands for the webhook URL and dead letters."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from urllib.parse import quote
+
+from aiohttp import web
+
+from bot.config import ConfigError, Settings, load_settings
+from bot.jira.instances import encode_instance_id
+from bot.logs import setup_logging
+from bot.pipeline.config_subscriptions import config_subscription_problems
+
+
+def _load(path: str | None) -> Settings:
+    settings = load_settings(path)
+    problems = config_subscription_problems(settings)
+    if problems:
+        raise ConfigError("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
+    return settings
+
+
+def cmd_serve(settings: Settings) -> int:
+    from bot.app import create_app, webhook_secret
+
+    setup_logging(settings.logging.level, settings.logging.format)
+    log = logging.getLogger("bot")
+    secret_source = (
+        "configured" if settings.jira.webhook_secret else f"kept in {settings.data_dir}/webhook-secret"
+    )
+    webhook_secret(settings)
+    log.info(
+        "starting on %s:%d; Mattermost: %s; database: %s; webhook secret %s",
+        settings.server.host,
+        settings.server.port,
+        settings.mattermost.url or "console (no mattermost.url configured)",
+        settings.database_url.split("@")[-1],
+        secret_source,
+    )
+    web.run_app(
+        create_app(settings),
+        host=settings.server.host,
+        port=settings.server.port,
+        print=None,
+        access_log=None,
+        shutdown_timeout=10,
+    )
+    return 0
+
+
+def cmd_webhook_url(settings: Settings, team: str | None, channel: str | None) -> int:
+    from bot.app import webhook_secret
+
+    base = settings.server.public_url
+    secret = quote(webhook_secret(settings), safe="")
+    print(f"firehose:  {base}/plugins/jira/api/v2/webhook?secret={secret}")
+    for inst in settings.jira.instances:
+        path = f"/plugins/jira/instance/{encode_instance_id(inst.url)}/api/v2/webhook"
+        print(f"  {inst.alias or inst.url}: {base}{path}?secret={secret}")
+    print(
+        f"legacy:    {base}/plugins/jira/webhook?secret={secret}"
+        f"&team={quote(team or 'TEAM')}&channel={quote(channel or 'CHANNEL')}"
+    )
+    return 0
+
+
+async def _dead_letters(settings: Settings, replay: Sequence[int] | None, replay_all: bool) -> int:
+    from bot.store.db import Database
+
+    db = await Database.open(settings.database_url)
+    try:
+        if replay_all or replay:
+            n = await db.deliveries.replay(None if replay_all else list(replay or []), datetime.now(UTC))
+            print(f"{n} dead letter(s) queued for delivery again")
+            return 0
+        for d in await db.deliveries.list_dead(limit=1000):
+            print(
+                json.dumps(
+                    {
+                        "id": d.id,
+                        "channel_id": d.channel_id,
+                        "issue_key": d.payload.get("issue_key"),
+                        "attempts": d.attempts,
+                        "error": d.last_error,
+                    }
+                )
+            )
+        return 0
+    finally:
+        await db.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jira-chatops", description="Jira chat-ops bot for Mattermost")
+    parser.add_argument("--config", "-c", help="YAML config file (environment variables override it)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the bot")
+    serve.add_argument("--config", "-c", dest="config_sub", help=argparse.SUPPRESS)
+    sub.add_parser("check-config", help="validate the configuration and exit")
+    url = sub.add_parser("webhook-url", help="print the webhook URLs to enter in Jira")
+    url.add_argument("--team")
+    url.add_argument("--channel")
+    dead = sub.add_parser("dead-letters", help="list posts that could not be delivered, or replay them")
+    dead.add_argument("--replay", type=int, nargs="*", metavar="ID", help="replay these dead letters")
+    dead.add_argument("--replay-all", action="store_true", help="replay every dead letter")
+    for p in (url, dead):
+        p.add_argument("--config", "-c", dest="config_sub", help=argparse.SUPPRESS)
+    sub.choices["check-config"].add_argument("--config", "-c", dest="config_sub", help=argparse.SUPPRESS)
+
+    args = parser.parse_args(argv)
+    try:
+        settings = _load(getattr(args, "config_sub", None) or args.config)
+    except ConfigError as e:
+        print(f"jira-chatops: {e}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        return cmd_serve(settings)
+    if args.command == "check-config":
+        print("configuration is valid")
+        return 0
+    if args.command == "webhook-url":
+        return cmd_webhook_url(settings, args.team, args.channel)
+    if args.command == "dead-letters":
+        return asyncio.run(_dead_letters(settings, args.replay, args.replay_all))
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

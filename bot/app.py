@@ -1,0 +1,243 @@
+"""The composition root: build the application from settings.
+
+Everything with a lifecycle (database, Mattermost session, workers) starts and stops in
+aiohttp cleanup contexts, in dependency order; nothing lives in module globals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from bot.config import Settings
+from bot.mattermost.client import MattermostClient
+from bot.mattermost.console import ConsoleSink
+from bot.mattermost.models import PostSink
+from bot.metrics import Metrics
+from bot.pipeline.config_subscriptions import sync_config_subscriptions
+from bot.pipeline.delivery import DeliveryWorker
+from bot.pipeline.intake import Intake
+from bot.pipeline.processor import EventProcessor
+from bot.pipeline.subscriptions import SubscriptionCache
+from bot.store.db import Database, make_engine
+from bot.web.health import HealthHandler
+from bot.web.jira_webhook import JiraWebhookHandler
+
+log = logging.getLogger(__name__)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Services:
+    """What the running application is made of; available to tests through SERVICES."""
+
+    settings: Settings
+    db: Database
+    sink: PostSink
+    metrics: Metrics
+    subscriptions: SubscriptionCache
+    intake: Intake
+    processor: EventProcessor
+    delivery: DeliveryWorker
+    owner: str
+    webhook_secret: str
+    process_wake: asyncio.Event = field(default_factory=asyncio.Event)
+    delivery_wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+SERVICES = web.AppKey("services", Services)
+
+
+def webhook_secret(settings: Settings) -> str:
+    """The configured secret, else one generated once and kept in the data directory, so that a
+    first run is never open to anyone who finds the URL."""
+    if settings.jira.webhook_secret is not None and settings.jira.webhook_secret.get_secret_value():
+        return settings.jira.webhook_secret.get_secret_value()
+    path = Path(settings.data_dir) / "webhook-secret"
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(value + "\n")
+    return value
+
+
+def make_sink(settings: Settings) -> PostSink:
+    mm = settings.mattermost
+    if mm.url and mm.bot_token is not None:
+        return MattermostClient(
+            url=mm.url, token=mm.bot_token.get_secret_value(), timeout=mm.request_timeout_seconds
+        )
+    return ConsoleSink(stream=sys.stdout)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A bug must never show a stack trace to a caller; it is logged and answered briefly."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return web.Response(
+            status=500,
+            body=b'{"status": "error", "reason": "internal error"}',
+            headers={"Content-Type": "application/json"},
+        )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    sink: PostSink | None = None,
+    clock: Callable[[], datetime] = utc_now,
+    run_workers: bool = True,
+    database: Database | None = None,
+) -> web.Application:
+    """Build the application. `sink`, `clock` and `database` replace the ones the settings
+    describe (tests use them); `run_workers=False` leaves processing to the caller."""
+    app = web.Application(client_max_size=settings.server.max_body_bytes, middlewares=[error_middleware])
+    metrics = Metrics()
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    secret = webhook_secret(settings)
+    the_sink = sink if sink is not None else make_sink(settings)
+    db = database if database is not None else Database(make_engine(settings.database_url))
+    subs = SubscriptionCache(db.subscriptions, db.kv)
+    instances = [i.url for i in settings.jira.instances]
+
+    services: Services | None = None
+
+    def wake_processor() -> None:
+        if services is not None:
+            services.process_wake.set()
+
+    def wake_delivery() -> None:
+        if services is not None:
+            services.delivery_wake.set()
+
+    intake = Intake(
+        inbox=db.inbox,
+        stats=db.deliveries,
+        sink=the_sink,
+        metrics=metrics,
+        clock=clock,
+        configured_instances=instances,
+        max_backlog=settings.delivery.max_backlog,
+        on_accepted=wake_processor,
+    )
+    processor = EventProcessor(
+        inbox=db.inbox,
+        subscriptions=subs,
+        settings=settings.channel_posts,
+        metrics=metrics,
+        clock=clock,
+        owner=owner,
+        lease_seconds=settings.delivery.lease_seconds,
+        on_planned=wake_delivery,
+    )
+    delivery = DeliveryWorker(
+        deliveries=db.deliveries,
+        threads=db.threads,
+        sink=the_sink,
+        settings=settings.delivery,
+        posts=settings.channel_posts,
+        metrics=metrics,
+        clock=clock,
+        owner=owner,
+    )
+    services = Services(
+        settings=settings,
+        db=db,
+        sink=the_sink,
+        metrics=metrics,
+        subscriptions=subs,
+        intake=intake,
+        processor=processor,
+        delivery=delivery,
+        owner=owner,
+        webhook_secret=secret,
+    )
+    app[SERVICES] = services
+
+    webhook = JiraWebhookHandler(
+        intake,
+        secrets=[secret, *(s.get_secret_value() for s in settings.jira.previous_webhook_secrets)],
+        signing_secret=(
+            settings.jira.webhook_signing_secret.get_secret_value()
+            if settings.jira.webhook_signing_secret
+            else None
+        ),
+        max_body_bytes=settings.server.max_body_bytes,
+    )
+
+    async def refresh_backlog() -> None:
+        metrics.backlog.set(await db.deliveries.backlog())
+
+    health = HealthHandler(
+        checks={"database": db.ping, "mattermost": the_sink.ping},
+        metrics=metrics,
+        refresh_metrics=refresh_backlog,
+    )
+    app.add_routes(webhook.routes() + health.routes())
+
+    async def storage(_app: web.Application) -> AsyncIterator[None]:
+        await db.migrate()
+        yield
+        await db.close()
+
+    async def mattermost(_app: web.Application) -> AsyncIterator[None]:
+        start = getattr(the_sink, "start", None)
+        if start is not None:
+            await start()
+        yield
+        await the_sink.close()
+
+    async def config_subscriptions(_app: web.Application) -> AsyncIterator[None]:
+        await sync_config_subscriptions(settings, db.subscriptions, the_sink, clock())
+        await subs.changed()
+        yield
+
+    async def workers(_app: web.Application) -> AsyncIterator[None]:
+        tasks = [
+            asyncio.create_task(
+                processor.run(services.process_wake, settings.delivery.poll_interval_seconds),
+                name="event-processor",
+            ),
+            asyncio.create_task(delivery.run(services.delivery_wake), name="delivery"),
+        ]
+        yield
+        # Stop claiming; an interrupted delivery keeps its lease and is retried with the same
+        # pending_post_id, so stopping mid-send loses and duplicates nothing.
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+
+    app.cleanup_ctx.append(storage)
+    app.cleanup_ctx.append(mattermost)
+    app.cleanup_ctx.append(config_subscriptions)
+    if run_workers:
+        app.cleanup_ctx.append(workers)
+    return app

@@ -1,0 +1,93 @@
+"""Subscriptions declared in the config file, upserted into the database at start."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import datetime
+
+from bot.config import Settings, SubscriptionSettings
+from bot.mattermost.models import DeliveryError, PostSink
+from bot.routing.model import FieldFilter, Inclusion, Subscription, SubscriptionFilters
+from bot.store.interfaces import SubscriptionRepository
+
+log = logging.getLogger(__name__)
+
+
+def _instance_for(settings: Settings, declared: SubscriptionSettings) -> str | None:
+    if declared.instance:
+        inst = settings.jira.find_instance(declared.instance)
+        return inst.url if inst else None
+    if len(settings.jira.instances) == 1:
+        return settings.jira.instances[0].url
+    return None
+
+
+def config_subscription_problems(settings: Settings) -> list[str]:
+    """Problems that make the declared subscriptions unusable, each naming its key."""
+    problems = []
+    for i, declared in enumerate(settings.subscriptions):
+        if _instance_for(settings, declared) is None:
+            if declared.instance:
+                problems.append(
+                    f"subscriptions.{i}.instance: no configured Jira instance {declared.instance!r}"
+                )
+            else:
+                problems.append(
+                    f"subscriptions.{i}.instance: required unless jira.instances holds exactly one"
+                )
+        if not declared.filters.projects:
+            problems.append(f"subscriptions.{i}.filters.projects: name at least one project")
+        if not declared.filters.events:
+            problems.append(f"subscriptions.{i}.filters.events: name at least one event")
+    return problems
+
+
+async def _channel_id(sink: PostSink, channel: str) -> str | None:
+    if "/" in channel:
+        team, name = channel.split("/", 1)
+        return await sink.resolve_channel(team, name)
+    return channel if await sink.channel_exists(channel) else None
+
+
+def subscription_id(name: str, channel_id: str) -> str:
+    """Stable id for a declared subscription, so a restart updates rather than duplicates it."""
+    return "cfg-" + hashlib.sha256(f"{channel_id}\x00{name}".encode()).hexdigest()[:20]
+
+
+async def sync_config_subscriptions(
+    settings: Settings, store: SubscriptionRepository, sink: PostSink, now: datetime
+) -> int:
+    subs = []
+    for declared in settings.subscriptions:
+        instance = _instance_for(settings, declared)
+        try:
+            channel_id = await _channel_id(sink, declared.channel)
+        except DeliveryError as e:
+            log.error("subscription %r: cannot look up channel %r: %s", declared.name, declared.channel, e)
+            continue
+        if instance is None or channel_id is None:
+            log.error("subscription %r: unknown channel %r; skipped", declared.name, declared.channel)
+            continue
+        f = declared.filters
+        subs.append(
+            Subscription(
+                id=subscription_id(declared.name, channel_id),
+                name=declared.name,
+                channel_id=channel_id,
+                instance_id=instance,
+                filters=SubscriptionFilters(
+                    events=frozenset(f.events),
+                    projects=frozenset(f.projects),
+                    issue_types=frozenset(f.issue_types),
+                    fields=tuple(
+                        FieldFilter(key=ff.key, inclusion=Inclusion(ff.inclusion), values=ff.values)
+                        for ff in f.fields
+                    ),
+                    jql=f.jql,
+                ),
+                created_by="config",
+            )
+        )
+    await store.replace_config_subscriptions(subs, now=now)
+    return len(subs)

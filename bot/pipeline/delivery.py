@@ -1,0 +1,155 @@
+"""Deliver queued posts to Mattermost: retries with backoff, 429 honoured, order per issue kept,
+dead letters after the last attempt.
+
+Each delivery carries a stable pending_post_id: a post sent again after a timeout or a crash
+is recognised by Mattermost instead of appearing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from bot.config import ChannelPostSettings, DeliverySettings
+from bot.mattermost.models import DeliveryError, OutgoingPost, PostSink
+from bot.metrics import Metrics
+from bot.pipeline.backoff import retry_delay
+from bot.store.interfaces import Delivery, DeliveryRepository, ThreadRepository
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        *,
+        deliveries: DeliveryRepository,
+        threads: ThreadRepository,
+        sink: PostSink,
+        settings: DeliverySettings,
+        posts: ChannelPostSettings,
+        metrics: Metrics,
+        clock: Callable[[], datetime],
+        owner: str,
+    ) -> None:
+        self._store = deliveries
+        self._threads = threads
+        self._sink = sink
+        self._settings = settings
+        self._posts = posts
+        self._metrics = metrics
+        self._clock = clock
+        self._owner = owner
+        self._slots = asyncio.Semaphore(settings.workers)
+
+    async def run_once(self) -> int:
+        """Claim the deliveries that are due and send them; returns how many were claimed."""
+        batch = await self._store.claim_due(
+            limit=self._settings.workers * 4,
+            owner=self._owner,
+            now=self._clock(),
+            lease_seconds=self._settings.lease_seconds,
+        )
+        if batch:
+            await asyncio.gather(*(self._deliver_guarded(d) for d in batch))
+        return len(batch)
+
+    async def _deliver_guarded(self, delivery: Delivery) -> None:
+        async with self._slots:
+            try:
+                await self.deliver(delivery)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # a bug must not stop the queue; the lease lets it retry
+                log.exception("delivery %s failed unexpectedly", delivery.id)
+                await self._failed(delivery, DeliveryError(f"internal error: {e}", retryable=True))
+
+    async def deliver(self, d: Delivery) -> None:
+        payload = d.payload
+        issue_key = str(payload.get("issue_key", ""))
+        instance_id = str(payload.get("instance_id", ""))
+        thread = payload.get("thread", "")
+        root_id = ""
+        if thread == "reply":
+            root_id = (
+                await self._threads.get_root(instance_id, d.channel_id, issue_key, now=self._clock()) or ""
+            )
+        post = OutgoingPost(
+            channel_id=d.channel_id,
+            message=str(payload.get("message", "")),
+            props=payload.get("props") or {},
+            root_id=root_id,
+            pending_post_id=d.pending_post_id,
+        )
+        try:
+            post_id = await self._sink.create_post(post)
+        except DeliveryError as e:
+            await self._failed(d, e)
+            return
+        now = self._clock()
+        await self._store.mark_delivered(d.id, owner=self._owner, post_id=post_id, now=now)
+        if thread == "root":
+            expires = now + timedelta(days=self._posts.thread_comments_days)
+            await self._threads.set_root_if_absent(
+                instance_id, d.channel_id, issue_key, root_post_id=post_id, expires_at=expires, now=now
+            )
+        self._metrics.posts.labels("delivered").inc()
+        self._metrics.delivery_latency.observe(
+            max(0.0, (now - (d.received_at or d.created_at)).total_seconds())
+        )
+        log.info("%s: posted to channel %s (post %s)", issue_key, d.channel_id, post_id)
+
+    async def _failed(self, d: Delivery, error: DeliveryError) -> None:
+        now = self._clock()
+        attempts = d.attempts + 1
+        issue_key = d.payload.get("issue_key", "")
+        if not error.retryable or attempts >= self._settings.max_attempts:
+            await self._store.dead_letter(d.id, owner=self._owner, error=str(error), now=now)
+            self._metrics.posts.labels("dead").inc()
+            log.error(
+                "%s: post to channel %s failed for good after %d attempt(s): %s",
+                issue_key,
+                d.channel_id,
+                attempts,
+                error,
+            )
+            return
+        delay = retry_delay(
+            d.attempts,
+            base=self._settings.backoff_base_seconds,
+            cap=self._settings.backoff_max_seconds,
+            retry_after=error.retry_after,
+        )
+        await self._store.reschedule(
+            d.id, owner=self._owner, error=str(error), next_attempt_at=now + timedelta(seconds=delay), now=now
+        )
+        self._metrics.posts.labels("retried").inc()
+        log.warning(
+            "%s: post to channel %s failed (%s); retry in %.1fs", issue_key, d.channel_id, error, delay
+        )
+
+    async def run(self, wake: asyncio.Event) -> None:
+        poll = self._settings.poll_interval_seconds
+        while True:
+            wake.clear()
+            try:
+                claimed = await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("delivery loop failed; retrying")
+                claimed = 0
+            if claimed:
+                continue
+            timeout = poll
+            try:
+                due = await self._store.next_due_at()
+            except Exception:
+                due = None
+            if due is not None:
+                timeout = min(poll, max(0.01, (due - self._clock()).total_seconds()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=timeout)

@@ -1,0 +1,175 @@
+"""Turn stored webhooks into deliveries: normalise, route to channels, render.
+
+The per-item work (`plan_deliveries`) does no I/O; the worker loop claims inbox rows, plans
+and commits the deliveries in the same transaction that marks the row done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from bot.config import ChannelPostSettings
+from bot.jira.events import COMMENT_KINDS, IssueEvent, event_summary, normalise
+from bot.jira.models import WebhookParseError, parse_webhook
+from bot.metrics import Metrics
+from bot.pipeline.subscriptions import SubscriptionCache
+from bot.render.posts import RenderOptions, render_event
+from bot.routing.legacy import LegacyOptions, legacy_matches
+from bot.routing.matcher import SubscriptionIndex
+from bot.store.interfaces import InboxItem, InboxRepository, NewDelivery
+
+log = logging.getLogger(__name__)
+
+CHANNEL_POST = "channel_post"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    outcome: str  # routed, unrouted, ignored
+    deliveries: tuple[NewDelivery, ...]
+    event: IssueEvent | None = None
+
+
+def _thread_role(event: IssueEvent, settings: ChannelPostSettings) -> str:
+    """'reply' for comments (posted under the issue's first post in the channel), else 'root'
+    (the post may become that first post)."""
+    if settings.thread_comments_days <= 0:
+        return ""
+    return "reply" if event.kinds & COMMENT_KINDS else "root"
+
+
+def plan_deliveries(
+    item: InboxItem,
+    index: SubscriptionIndex,
+    settings: ChannelPostSettings,
+    new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+) -> Plan:
+    """What to post, where, for one stored webhook. Pure apart from `new_id`."""
+    try:
+        event = normalise(parse_webhook(item.body))
+    except WebhookParseError:
+        return Plan("ignored", ())
+    if event is None:
+        return Plan("ignored", ())
+
+    instance_id = item.instance_id or event.issue.base_url
+    targets: list[tuple[str, str | None]] = []  # (channel id, subscription name)
+    if item.route == "legacy":
+        channel_id = item.params.get("channel_id", "")
+        if channel_id and legacy_matches(LegacyOptions.from_query(item.params), event):
+            targets.append((channel_id, None))
+    else:
+        targets.extend((sub.channel_id, sub.name) for sub in index.match(event, instance_id))
+    if not targets:
+        return Plan("unrouted", (), event)
+
+    role = _thread_role(event, settings)
+    deliveries = []
+    for channel_id, sub_name in targets:
+        options = RenderOptions(
+            hide_description=settings.hide_description,
+            hide_comments=settings.hide_comments,
+            subscription_name=sub_name if settings.show_subscription_name else None,
+        )
+        post = render_event(event, options)
+        if post is None:
+            continue
+        deliveries.append(
+            NewDelivery(
+                channel_id=channel_id,
+                # Posts about one issue in one channel keep the order Jira sent them in.
+                order_key=f"{channel_id}|{instance_id}|{event.issue.key}",
+                kind=CHANNEL_POST,
+                payload={
+                    "message": post.message,
+                    "props": dict(post.props),
+                    "instance_id": instance_id,
+                    "issue_key": event.issue.key,
+                    "thread": role,
+                },
+                pending_post_id=new_id(),
+            )
+        )
+    return Plan("routed" if deliveries else "unrouted", tuple(deliveries), event)
+
+
+class EventProcessor:
+    def __init__(
+        self,
+        *,
+        inbox: InboxRepository,
+        subscriptions: SubscriptionCache,
+        settings: ChannelPostSettings,
+        metrics: Metrics,
+        clock: Callable[[], datetime],
+        owner: str,
+        lease_seconds: float,
+        on_planned: Callable[[], None] = lambda: None,
+        batch_size: int = 64,
+    ) -> None:
+        self._inbox = inbox
+        self._subs = subscriptions
+        self._settings = settings
+        self._metrics = metrics
+        self._clock = clock
+        self._owner = owner
+        self._lease = lease_seconds
+        self._on_planned = on_planned
+        self._batch = batch_size
+
+    async def run_once(self) -> int:
+        """Process one batch of stored webhooks; returns how many were claimed."""
+        items = await self._inbox.claim(
+            limit=self._batch, owner=self._owner, now=self._clock(), lease_seconds=self._lease
+        )
+        if not items:
+            return 0
+        index = await self._subs.index()
+        planned = 0
+        for item in items:
+            plan = plan_deliveries(item, index, self._settings)
+            status = "done" if plan.deliveries else "ignored"
+            await self._inbox.complete(
+                item.id,
+                owner=self._owner,
+                outcome=plan.outcome,
+                status=status,
+                deliveries=plan.deliveries,
+                now=self._clock(),
+            )
+            if plan.event is not None:
+                for kind in plan.event.kinds:
+                    self._metrics.events.labels(kind).inc()
+                log.info(
+                    "%s: %s, %d post(s) queued",
+                    event_summary(plan.event),
+                    plan.outcome,
+                    len(plan.deliveries),
+                )
+            planned += len(plan.deliveries)
+        if planned:
+            self._on_planned()
+        return len(items)
+
+    async def run(self, wake: asyncio.Event, poll_interval: float) -> None:
+        while True:
+            # Cleared before claiming, so a wake-up during the claim is not lost.
+            wake.clear()
+            try:
+                claimed = await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("event processing failed; retrying")
+                claimed = 0
+                await asyncio.sleep(poll_interval)
+            if claimed:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=poll_interval)

@@ -1,0 +1,140 @@
+"""HTTP adapter for Jira webhooks, at the Mattermost Jira plugin's URLs.
+
+Authenticate, limit size, build a WebhookRequest, hand it to the intake, answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Sequence
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from bot.jira.instances import decode_instance_id
+from bot.pipeline.intake import Intake, IntakeResult, Outcome, Route, WebhookRequest
+
+log = logging.getLogger(__name__)
+
+DELIVERY_ID_HEADER = "X-Atlassian-Webhook-Identifier"
+SIGNATURE_HEADER = "X-Hub-Signature"
+
+
+def secret_matches(given: str, accepted: Sequence[bytes]) -> bool:
+    """Constant-time check against every accepted secret (current and, during a rotation, the
+    previous ones). A secret that arrives URL-escaped once more than needed is accepted too,
+    as Jira admins often paste it escaped."""
+    candidates = {given, unquote(given)}
+    ok = False
+    for candidate in candidates:
+        c = candidate.encode()
+        for secret in accepted:
+            # No early exit: every comparison runs, so timing says nothing about which matched.
+            ok |= hmac.compare_digest(c, secret)
+    return ok
+
+
+def signature_matches(header: str | None, body: bytes, key: bytes) -> bool:
+    if not header or not header.startswith("sha256="):
+        return False
+    expected = hmac.new(key, body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(header[len("sha256=") :].strip().lower().encode(), expected.encode())
+
+
+def _json(status: int, body: dict[str, object], headers: dict[str, str] | None = None) -> web.Response:
+    h = {"Content-Type": "application/json"}
+    if headers:
+        h.update(headers)
+    return web.Response(status=status, body=json.dumps(body).encode(), headers=h)
+
+
+_STATUS = {
+    Outcome.ACCEPTED: 200,
+    Outcome.DUPLICATE: 200,
+    Outcome.IGNORED: 200,
+    Outcome.BAD_REQUEST: 400,
+    Outcome.OVERLOADED: 503,
+    Outcome.UNAVAILABLE: 503,
+}
+
+
+def _answer(result: IntakeResult) -> web.Response:
+    body: dict[str, object] = {"status": result.outcome.value}
+    if result.reason:
+        body["reason"] = result.reason
+    headers = {"Retry-After": str(result.retry_after)} if result.retry_after else None
+    return _json(_STATUS[result.outcome], body, headers)
+
+
+class JiraWebhookHandler:
+    def __init__(
+        self,
+        intake: Intake,
+        *,
+        secrets: Sequence[str],
+        signing_secret: str | None,
+        max_body_bytes: int,
+    ) -> None:
+        self._intake = intake
+        self._secrets = tuple(s.encode() for s in secrets if s)
+        self._signing_key = signing_secret.encode() if signing_secret else None
+        self._max_body = max_body_bytes
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/plugins/jira/api/v2/webhook", self.firehose),
+            web.post("/plugins/jira/instance/{instance}/api/v2/webhook", self.firehose),
+            web.post("/plugins/jira/webhook", self.legacy),
+            web.post("/plugins/jira/instance/{instance}/webhook", self.legacy),
+        ]
+
+    async def firehose(self, request: web.Request) -> web.Response:
+        return await self._handle(request, "firehose")
+
+    async def legacy(self, request: web.Request) -> web.Response:
+        return await self._handle(request, "legacy")
+
+    async def _handle(self, request: web.Request, route: Route) -> web.Response:
+        given = request.query.get("secret", "")
+        if not self._secrets or not secret_matches(given, self._secrets):
+            self._intake.count("forbidden")
+            return _json(403, {"status": "forbidden", "reason": "missing or wrong secret"})
+
+        if request.content_length is not None and request.content_length > self._max_body:
+            self._intake.count("too_large")
+            return _json(413, {"status": "too_large", "reason": f"body over {self._max_body} bytes"})
+        body = bytearray()
+        async for chunk in request.content.iter_chunked(65536):
+            body += chunk
+            if len(body) > self._max_body:
+                self._intake.count("too_large")
+                return _json(413, {"status": "too_large", "reason": f"body over {self._max_body} bytes"})
+
+        if self._signing_key is not None and not signature_matches(
+            request.headers.get(SIGNATURE_HEADER), bytes(body), self._signing_key
+        ):
+            self._intake.count("forbidden")
+            return _json(403, {"status": "forbidden", "reason": "missing or wrong signature"})
+
+        path_instance = None
+        encoded = request.match_info.get("instance")
+        if encoded is not None:
+            path_instance = decode_instance_id(encoded)
+            if path_instance is None:
+                self._intake.count("bad_request")
+                return _json(400, {"status": "bad_request", "reason": "instance id is not valid"})
+
+        params = {k: v for k, v in request.query.items() if k != "secret"}
+        result = await self._intake.accept(
+            WebhookRequest(
+                route=route,
+                body=bytes(body),
+                params=params,
+                path_instance=path_instance,
+                delivery_id=request.headers.get(DELIVERY_ID_HEADER) or None,
+            )
+        )
+        return _answer(result)
