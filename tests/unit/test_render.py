@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -430,19 +429,3 @@ class TestPostHelpers:
 
     def test_post_headline_of_empty_post(self) -> None:
         assert post_headline(RenderedPost(message="")) == ""
-
-
-def test_rendering_is_fast() -> None:
-    ev = event(
-        changes=(
-            change(EVENT_UPDATED_STATUS, "status", "To Do", "Done"),
-            change(EVENT_UPDATED_PRIORITY, "priority", "Low", "High"),
-        )
-    )
-    render_event(ev)
-    rounds = 2000
-    started = time.perf_counter()
-    for _ in range(rounds):
-        render_event(ev)
-    per_event = (time.perf_counter() - started) / rounds
-    assert per_event < 0.0003
