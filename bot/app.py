@@ -30,6 +30,7 @@ from bot.metrics import Metrics
 from bot.pipeline.config_subscriptions import sync_config_subscriptions
 from bot.pipeline.delivery import DeliveryWorker
 from bot.pipeline.intake import Intake
+from bot.pipeline.issue_memory import IssueMemory
 from bot.pipeline.processor import EventProcessor
 from bot.pipeline.subscriptions import SubscriptionCache
 from bot.store.db import Database, make_engine
@@ -149,6 +150,7 @@ def create_app(
     processor = EventProcessor(
         inbox=db.inbox,
         subscriptions=subs,
+        memory=IssueMemory(db.kv),
         settings=settings.channel_posts,
         metrics=metrics,
         clock=clock,

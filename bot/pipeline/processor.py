@@ -18,6 +18,7 @@ from bot.config import ChannelPostSettings
 from bot.jira.events import COMMENT_KINDS, IssueEvent, event_summary, normalise
 from bot.jira.models import WebhookParseError, parse_webhook
 from bot.metrics import Metrics
+from bot.pipeline.issue_memory import IssueMemory
 from bot.pipeline.subscriptions import SubscriptionCache
 from bot.render.posts import RenderOptions, render_event
 from bot.routing.legacy import LegacyOptions, legacy_matches
@@ -44,21 +45,30 @@ def _thread_role(event: IssueEvent, settings: ChannelPostSettings) -> str:
     return "reply" if event.kinds & COMMENT_KINDS else "root"
 
 
+def instance_of(item: InboxItem, event: IssueEvent) -> str:
+    return item.instance_id or event.issue.base_url
+
+
+def decode(item: InboxItem) -> IssueEvent | None:
+    """The event a stored webhook carries, or None when there is nothing to post."""
+    try:
+        return normalise(parse_webhook(item.body))
+    except WebhookParseError:
+        return None
+
+
 def plan_deliveries(
     item: InboxItem,
+    event: IssueEvent | None,
     index: SubscriptionIndex,
     settings: ChannelPostSettings,
     new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
 ) -> Plan:
     """What to post, where, for one stored webhook. Pure apart from `new_id`."""
-    try:
-        event = normalise(parse_webhook(item.body))
-    except WebhookParseError:
-        return Plan("ignored", ())
     if event is None:
         return Plan("ignored", ())
 
-    instance_id = item.instance_id or event.issue.base_url
+    instance_id = instance_of(item, event)
     targets: list[tuple[str, str | None]] = []  # (channel id, subscription name)
     if item.route == "legacy":
         channel_id = item.params.get("channel_id", "")
@@ -105,6 +115,7 @@ class EventProcessor:
         *,
         inbox: InboxRepository,
         subscriptions: SubscriptionCache,
+        memory: IssueMemory,
         settings: ChannelPostSettings,
         metrics: Metrics,
         clock: Callable[[], datetime],
@@ -115,6 +126,7 @@ class EventProcessor:
     ) -> None:
         self._inbox = inbox
         self._subs = subscriptions
+        self._memory = memory
         self._settings = settings
         self._metrics = metrics
         self._clock = clock
@@ -133,7 +145,16 @@ class EventProcessor:
         index = await self._subs.index()
         planned = 0
         for item in items:
-            plan = plan_deliveries(item, index, self._settings)
+            event = decode(item)
+            if event is not None:
+                event = await self._memory.complete(event, instance_of(item, event), self._clock())
+                if event.issue.fields_partial:
+                    log.info(
+                        "%s: not posted to channels: the issue's security level is unknown "
+                        "(no complete webhook for it seen yet)",
+                        event_summary(event),
+                    )
+            plan = plan_deliveries(item, event, index, self._settings)
             status = "done" if plan.deliveries else "ignored"
             await self._inbox.complete(
                 item.id,

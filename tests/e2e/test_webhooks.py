@@ -315,3 +315,28 @@ async def test_health_readiness_and_metrics(make_bot: BotFactory) -> None:
     await bot.fake.stop()
     r = await bot.client.get("/readyz")
     assert r.status == 503 and (await r.json())["mattermost"] == "unavailable"
+
+
+async def test_cloud_comment_events_use_the_security_level_last_seen(make_bot: BotFactory) -> None:
+    """Cloud's comment_* webhooks carry no security level: they are posted only once a complete
+    webhook of the issue has shown it unrestricted."""
+    bot = await make_bot()
+    await subscribe(bot, "dev", events={"event_created", "event_created_comment"})
+    comment = load_shared_webhook_bytes("webhook-cloud-comment-created.json")
+
+    assert (await bot.post(FIREHOSE, comment)).status == 200
+    await bot.drain()
+    assert bot.fake.posts == []  # never seen complete: unknown, so not posted
+
+    assert (await bot.post(FIREHOSE, load_shared_webhook_bytes("webhook-issue-created.json"))).status == 200
+    root = (await bot.fake.wait_for_posts(1))[0]
+    assert (await bot.post(FIREHOSE, comment)).status == 200
+    posts = await bot.fake.wait_for_posts(2)
+    assert "**commented**" in json.dumps(posts[1]) and posts[1]["root_id"] == root["id"]
+
+    # The issue becomes restricted: its comments stay out of the unfiltered channel.
+    secured = load_shared_webhook_bytes("webhook-issue-created-with-security-level.json")
+    assert (await bot.post(FIREHOSE, secured)).status == 200
+    assert (await bot.post(FIREHOSE, comment)).status == 200
+    await bot.drain()
+    assert len(bot.fake.posts) == 2
