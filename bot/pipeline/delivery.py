@@ -8,7 +8,6 @@ is recognised by Mattermost instead of appearing twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -17,6 +16,7 @@ from bot.config import ChannelPostSettings, DeliverySettings
 from bot.mattermost.models import DeliveryError, OutgoingPost, PostSink
 from bot.metrics import Metrics
 from bot.pipeline.backoff import retry_delay
+from bot.pipeline.loop import work_loop
 from bot.store.interfaces import Delivery, DeliveryRepository, ThreadRepository
 
 log = logging.getLogger(__name__)
@@ -131,25 +131,17 @@ class DeliveryWorker:
             "%s: post to channel %s failed (%s); retry in %.1fs", issue_key, d.channel_id, error, delay
         )
 
-    async def run(self, wake: asyncio.Event) -> None:
+    async def _idle_wait(self) -> float:
+        """Until the next retry falls due, but at most the poll interval (other replicas may
+        queue work without waking this one)."""
         poll = self._settings.poll_interval_seconds
-        while True:
-            wake.clear()
-            try:
-                claimed = await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("delivery loop failed; retrying")
-                claimed = 0
-            if claimed:
-                continue
-            timeout = poll
-            try:
-                due = await self._store.next_due_at()
-            except Exception:
-                due = None
-            if due is not None:
-                timeout = min(poll, max(0.01, (due - self._clock()).total_seconds()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=timeout)
+        try:
+            due = await self._store.next_due_at()
+        except Exception:
+            return poll
+        if due is None:
+            return poll
+        return min(poll, max(0.01, (due - self._clock()).total_seconds()))
+
+    async def run(self, wake: asyncio.Event) -> None:
+        await work_loop("delivery", self.run_once, wake, self._idle_wait)

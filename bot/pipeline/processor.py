@@ -7,7 +7,6 @@ and commits the deliveries in the same transaction that marks the row done.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from bot.jira.events import COMMENT_KINDS, IssueEvent, event_summary, normalise
 from bot.jira.models import WebhookParseError, parse_webhook
 from bot.metrics import Metrics
 from bot.pipeline.issue_memory import IssueMemory
+from bot.pipeline.loop import work_loop
 from bot.pipeline.subscriptions import SubscriptionCache
 from bot.render.posts import RenderOptions, render_event
 from bot.routing.legacy import LegacyOptions, legacy_matches
@@ -179,18 +179,7 @@ class EventProcessor:
         return len(items)
 
     async def run(self, wake: asyncio.Event, poll_interval: float) -> None:
-        while True:
-            # Cleared before claiming, so a wake-up during the claim is not lost.
-            wake.clear()
-            try:
-                claimed = await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("event processing failed; retrying")
-                claimed = 0
-                await asyncio.sleep(poll_interval)
-            if claimed:
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=poll_interval)
+        async def idle_wait() -> float:
+            return poll_interval
+
+        await work_loop("event processing", self.run_once, wake, idle_wait)

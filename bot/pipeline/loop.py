@@ -1,0 +1,34 @@
+"""The loop every background worker runs: work while there is work, then sleep until woken."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
+
+
+async def work_loop(
+    name: str,
+    run_once: Callable[[], Awaitable[int]],
+    wake: asyncio.Event,
+    idle_wait: Callable[[], Awaitable[float]],
+) -> None:
+    """Call `run_once` until it finds nothing (it returns how many items it took), then wait for
+    `wake` or `idle_wait()` seconds. An error is logged and retried after the idle wait: a
+    worker never dies of one bad round."""
+    while True:
+        # Cleared before claiming, so a wake-up during the claim is not lost.
+        wake.clear()
+        try:
+            if await run_once():
+                continue
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s failed; retrying", name)
+        timeout = await idle_wait()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout=timeout)
