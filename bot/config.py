@@ -63,6 +63,9 @@ class MattermostSettings(_Section):
     url: str | None = None  # absent: posts are printed on the console
     bot_token: SecretStr | None = None
     request_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    # Tokens of the /jira custom slash command (Mattermost shows one per command); a request
+    # carrying none of them is refused.
+    command_tokens: tuple[SecretStr, ...] = ()
 
     @field_validator("url")
     @classmethod
@@ -86,11 +89,28 @@ class ServiceAccount(_Section):
     token: SecretStr | None = None  # Server/Data Center: personal access token
 
 
+class CloudOAuthSettings(_Section):
+    """An OAuth 2.0 (3LO) app from developer.atlassian.com, for users to connect Jira Cloud."""
+
+    client_id: str
+    client_secret: SecretStr
+
+
+class ServerOAuthSettings(_Section):
+    """An OAuth 1.0a application link in Jira Server/Data Center (RSA-SHA1)."""
+
+    consumer_key: str
+    # PEM private key whose public key is entered in the application link.
+    private_key: SecretStr
+
+
 class JiraInstanceSettings(_Section):
     url: str
     type: Literal["cloud", "server"] = "cloud"
     alias: str | None = None
     service_account: ServiceAccount | None = None
+    oauth: CloudOAuthSettings | None = None  # Cloud: lets users connect with OAuth 2.0
+    oauth1: ServerOAuthSettings | None = None  # Server/DC: lets users connect through an application link
 
     @field_validator("url")
     @classmethod
@@ -107,6 +127,13 @@ class JiraSettings(_Section):
     # When set, X-Hub-Signature: sha256=<hmac of the body> must be present and valid.
     webhook_signing_secret: SecretStr | None = None
     instances: tuple[JiraInstanceSettings, ...] = ()
+    # Atlassian's authorization server and API gateway for Cloud OAuth (changed only in tests).
+    atlassian_auth_url: str = "https://auth.atlassian.com"
+    atlassian_api_url: str = "https://api.atlassian.com"
+    # Each Jira request a user triggers waits at most this long.
+    request_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    # Jira calls run in a bounded thread pool (the jira library is synchronous).
+    max_concurrent_requests: int = Field(8, ge=1, le=64)
 
     @model_validator(mode="after")
     def _unique_instances(self) -> JiraSettings:
@@ -170,6 +197,21 @@ class SubscriptionSettings(_Section):
     filters: SubscriptionFilterSettings = SubscriptionFilterSettings()
 
 
+class CommandSettings(_Section):
+    # Who may add, edit and remove a channel's subscriptions.
+    subscription_role: Literal["users", "channel_admin", "team_admin", "system_admin"] = "system_admin"
+    # When set, the user's Jira account must also belong to one of these Jira groups.
+    subscription_jira_groups: tuple[str, ...] = ()
+    # Appended to /jira help.
+    extra_help: str = ""
+
+
+class SecuritySettings(_Section):
+    # Key that encrypts Jira tokens at rest and signs interactive contexts: 32 random bytes,
+    # urlsafe-base64 encoded. Absent: one is generated into <data_dir>/encryption-key.
+    encryption_key: SecretStr | None = None
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -184,6 +226,8 @@ class Settings(_Section):
     channel_posts: ChannelPostSettings = ChannelPostSettings()
     delivery: DeliverySettings = DeliverySettings()
     subscriptions: tuple[SubscriptionSettings, ...] = ()
+    commands: CommandSettings = CommandSettings()
+    security: SecuritySettings = SecuritySettings()
     logging: LoggingSettings = LoggingSettings()
 
     @property
@@ -205,9 +249,11 @@ ENV_KEYS: Mapping[str, str] = {
     "JIRA_WEBHOOK_PREVIOUS_SECRETS": "jira.previous_webhook_secrets",
     "JIRA_WEBHOOK_SIGNING_SECRET": "jira.webhook_signing_secret",
     "LOG_LEVEL": "logging.level",
+    "MATTERMOST_COMMAND_TOKENS": "mattermost.command_tokens",
+    "BOT_ENCRYPTION_KEY": "security.encryption_key",
 }
 ENV_PREFIX = "JIRA_CHATOPS__"
-_LIST_KEYS = {"jira.previous_webhook_secrets"}
+_LIST_KEYS = {"jira.previous_webhook_secrets", "mattermost.command_tokens"}
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
