@@ -23,6 +23,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from bot.config import Settings
+from bot.instances import InstanceDirectory
 from bot.mattermost.client import MattermostClient
 from bot.mattermost.console import ConsoleSink
 from bot.mattermost.models import PostSink
@@ -58,6 +59,7 @@ class Services:
     delivery: DeliveryWorker
     owner: str
     webhook_secret: str
+    instances: InstanceDirectory
     process_wake: asyncio.Event = field(default_factory=asyncio.Event)
     delivery_wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -125,7 +127,7 @@ def create_app(
     the_sink = sink if sink is not None else make_sink(settings)
     db = database if database is not None else Database(make_engine(settings.database_url))
     subs = SubscriptionCache(db.subscriptions, db.kv)
-    instances = [i.url for i in settings.jira.instances]
+    directory = InstanceDirectory(settings.jira.instances, db.kv)
 
     services: Services | None = None
 
@@ -143,7 +145,7 @@ def create_app(
         sink=the_sink,
         metrics=metrics,
         clock=clock,
-        configured_instances=instances,
+        instances=directory.urls,
         max_backlog=settings.delivery.max_backlog,
         on_accepted=wake_processor,
     )
@@ -179,6 +181,7 @@ def create_app(
         delivery=delivery,
         owner=owner,
         webhook_secret=secret,
+        instances=directory,
     )
     app[SERVICES] = services
 
@@ -205,6 +208,7 @@ def create_app(
 
     async def storage(_app: web.Application) -> AsyncIterator[None]:
         await db.migrate()
+        await directory.load(clock())
         yield
         await db.close()
 

@@ -61,7 +61,7 @@ class Intake:
         sink: PostSink,
         metrics: Metrics,
         clock: Callable[[], datetime],
-        configured_instances: Sequence[str],
+        instances: Callable[[], Sequence[str]],
         max_backlog: int,
         on_accepted: Callable[[], None] = lambda: None,
         backlog_cache_seconds: float = 1.0,
@@ -71,7 +71,7 @@ class Intake:
         self._sink = sink
         self._metrics = metrics
         self._clock = clock
-        self._instances = tuple(configured_instances)
+        self._instances = instances
         self._max_backlog = max_backlog
         self._on_accepted = on_accepted
         self._backlog_ttl = backlog_cache_seconds
@@ -117,7 +117,7 @@ class Intake:
             log.info("webhook ignored: %s carries nothing to post", payload.webhook_event or "unknown event")
             return self._result(Outcome.IGNORED, "nothing to post")
 
-        instance = resolve_instance(req.path_instance, event.issue.base_url, self._instances)
+        instance = resolve_instance(req.path_instance, event.issue.base_url, self._instances())
         if instance is None:
             log.info("webhook ignored: %s is from an instance that is not configured", event.issue.key)
             return self._result(Outcome.IGNORED, "unknown Jira instance")

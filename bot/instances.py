@@ -1,0 +1,165 @@
+"""The Jira instances the bot serves: those in the config file, plus those an admin installs with
+`/jira instance install`, which live in the database."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from bot.config import CloudOAuthSettings, JiraInstanceSettings, ServerOAuthSettings, ServiceAccount
+from bot.store.interfaces import KeyValueRepository
+
+INSTALLED_KEY = "instances:installed"
+DEFAULT_KEY = "instances:default"
+
+InstanceType = Literal["cloud", "server"]
+
+
+class InstanceError(ValueError):
+    """An instance operation that cannot be done; the message says why and what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    url: str
+    type: InstanceType
+    alias: str = ""
+    source: Literal["config", "installed"] = "config"
+    service_account: ServiceAccount | None = None
+    oauth: CloudOAuthSettings | None = None
+    oauth1: ServerOAuthSettings | None = None
+
+    @property
+    def is_cloud(self) -> bool:
+        return self.type == "cloud"
+
+    @property
+    def label(self) -> str:
+        return f"{self.alias} ({self.url})" if self.alias else self.url
+
+    def named(self, name: str) -> bool:
+        name = name.strip().rstrip("/")
+        return name.lower() in {self.url.lower(), self.alias.lower()} if name else False
+
+
+def _from_settings(s: JiraInstanceSettings) -> Instance:
+    return Instance(
+        url=s.url,
+        type=s.type,
+        alias=s.alias or "",
+        source="config",
+        service_account=s.service_account,
+        oauth=s.oauth,
+        oauth1=s.oauth1,
+    )
+
+
+class InstanceDirectory:
+    """Configured instances come first and cannot be uninstalled from chat."""
+
+    def __init__(self, configured: Sequence[JiraInstanceSettings], kv: KeyValueRepository) -> None:
+        self._configured = tuple(_from_settings(s) for s in configured)
+        self._kv = kv
+        self._installed: tuple[Instance, ...] = ()
+        self._aliases: dict[str, str] = {}  # url -> alias set from chat, for any instance
+        self._default = ""
+
+    async def load(self, now: datetime) -> None:
+        stored = await self._kv.get(INSTALLED_KEY, now=now) or {}
+        self._installed = tuple(
+            Instance(url=i["url"], type=i["type"], alias=i.get("alias", ""), source="installed")
+            for i in stored.get("instances", [])
+        )
+        self._aliases = dict(stored.get("aliases", {}))
+        self._default = (await self._kv.get(DEFAULT_KEY, now=now)) or ""
+
+    def all(self) -> list[Instance]:
+        out = []
+        for inst in (*self._configured, *self._installed):
+            alias = self._aliases.get(inst.url)
+            if alias is not None:
+                inst = Instance(
+                    url=inst.url,
+                    type=inst.type,
+                    alias=alias,
+                    source=inst.source,
+                    service_account=inst.service_account,
+                    oauth=inst.oauth,
+                    oauth1=inst.oauth1,
+                )
+            out.append(inst)
+        return out
+
+    def urls(self) -> list[str]:
+        return [i.url for i in self.all()]
+
+    def find(self, name: str) -> Instance | None:
+        for inst in self.all():
+            if inst.named(name):
+                return inst
+        return None
+
+    @property
+    def default(self) -> Instance | None:
+        if self._default:
+            found = self.find(self._default)
+            if found:
+                return found
+        instances = self.all()
+        return instances[0] if len(instances) == 1 else None
+
+    async def _save(self) -> None:
+        await self._kv.put(
+            INSTALLED_KEY,
+            {
+                "instances": [{"url": i.url, "type": i.type, "alias": i.alias} for i in self._installed],
+                "aliases": self._aliases,
+            },
+        )
+
+    async def install(self, url: str, type_: InstanceType, alias: str = "") -> Instance:
+        url = url.strip().rstrip("/")
+        if not url.startswith(("http://", "https://")):
+            raise InstanceError(f"{url!r} is not a Jira URL: give it as https://your-site.atlassian.net")
+        if self.find(url):
+            raise InstanceError(f"{url} is installed already.")
+        if alias and self.find(alias):
+            raise InstanceError(f"The alias {alias!r} is taken.")
+        inst = Instance(url=url, type=type_, alias=alias, source="installed")
+        self._installed = (*self._installed, inst)
+        await self._save()
+        return inst
+
+    async def uninstall(self, name: str) -> Instance:
+        inst = self.find(name)
+        if inst is None:
+            raise InstanceError(f"No instance {name!r}. See `/jira instance list`.")
+        if inst.source == "config":
+            raise InstanceError(f"{inst.url} comes from the config file; remove it there.")
+        self._installed = tuple(i for i in self._installed if i.url != inst.url)
+        self._aliases.pop(inst.url, None)
+        await self._save()
+        if self._default and inst.named(self._default):
+            await self.set_default("")
+        return inst
+
+    async def set_alias(self, name: str, alias: str) -> Instance:
+        inst = self.find(name)
+        if inst is None:
+            raise InstanceError(f"No instance {name!r}. See `/jira instance list`.")
+        other = self.find(alias) if alias else None
+        if other is not None and other.url != inst.url:
+            raise InstanceError(f"The alias {alias!r} is taken by {other.url}.")
+        self._aliases[inst.url] = alias
+        await self._save()
+        return self.find(inst.url) or inst
+
+    async def set_default(self, name: str) -> Instance | None:
+        inst = self.find(name) if name else None
+        if name and inst is None:
+            raise InstanceError(f"No instance {name!r}. See `/jira instance list`.")
+        self._default = inst.url if inst else ""
+        await self._kv.put(DEFAULT_KEY, self._default)
+        return inst
