@@ -1,0 +1,53 @@
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from bot.config import JiraInstanceSettings
+from bot.instances import InstanceDirectory, InstanceError
+from bot.store.db import Database
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+ACME = JiraInstanceSettings(url="https://acme.atlassian.net", type="cloud", alias="acme")
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = await Database.open(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    yield database
+    await database.close()
+
+
+async def test_installed_instances_persist_and_config_ones_stay(db: Database) -> None:
+    d = InstanceDirectory([ACME], db.kv)
+    await d.load(NOW)
+    assert d.default is not None and d.default.alias == "acme"  # the only one
+    await d.install("https://jira.corp.example/", "server", "corp")
+    assert d.default is None  # two now, none chosen
+    again = InstanceDirectory([ACME], db.kv)
+    await again.load(NOW)
+    assert [i.url for i in again.all()] == ["https://acme.atlassian.net", "https://jira.corp.example"]
+    assert again.find("CORP") is not None and again.find("corp").type == "server"  # type: ignore[union-attr]
+    with pytest.raises(InstanceError, match="config file"):
+        await again.uninstall("acme")
+    await again.uninstall("corp")
+    assert again.urls() == ["https://acme.atlassian.net"]
+
+
+async def test_alias_and_default(db: Database) -> None:
+    d = InstanceDirectory([ACME], db.kv)
+    await d.load(NOW)
+    await d.install("https://b.atlassian.net", "cloud")
+    await d.set_alias("https://b.atlassian.net", "bee")
+    await d.set_default("bee")
+    reloaded = InstanceDirectory([ACME], db.kv)
+    await reloaded.load(NOW)
+    assert reloaded.default is not None and reloaded.default.url == "https://b.atlassian.net"
+    assert reloaded.find("bee") is not None
+    with pytest.raises(InstanceError, match="taken"):
+        await reloaded.set_alias("bee", "acme")
+    with pytest.raises(InstanceError, match="not a Jira URL"):
+        await reloaded.install("acme.example", "cloud")
+    with pytest.raises(InstanceError, match="installed already"):
+        await reloaded.install("https://acme.atlassian.net", "cloud")
