@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 _API = "/api/v4"
 # HTTP statuses worth retrying later besides 429 and 5xx: the request may simply have been too early.
 _RETRYABLE_4XX = frozenset({408, 425})
+ROLE_SYSTEM_ADMIN = "system_admin"
 
 
 class MattermostClient:
@@ -58,6 +59,8 @@ class MattermostClient:
         self._channel_miss_ttl = channel_miss_ttl
         # (team, channel) -> (channel id or None for "no such channel", monotonic expiry)
         self._channel_cache: dict[tuple[str, str], tuple[str | None, float]] = {}
+        # user id -> id of the bot's direct channel with that user (such a channel never changes)
+        self._dm_cache: dict[str, str] = {}
         self._driver: AsyncTypedDriver | None = None
         self._bot_user_id = ""
         self._bot_username = ""
@@ -204,6 +207,110 @@ class MattermostClient:
             raise
         return not channel.get("delete_at")
 
+    # -- users, channels, roles ------------------------------------------------------------------
+
+    async def get_user(self, user_id: str) -> dict[str, Any]:
+        """The user as Mattermost has it (username, email, `roles`, ...). Raises DeliveryError
+        (status 404 for an unknown user)."""
+        return await self._get_json(f"/users/{quote(user_id, safe='')}", what=f"user {user_id}")
+
+    async def get_user_by_username(self, username: str) -> dict[str, Any] | None:
+        """The user named `username` (a leading @ is ignored), or None when there is none."""
+        name = username.strip().removeprefix("@").lower()
+        if not name:
+            return None
+        try:
+            return await self._get_json(f"/users/username/{quote(name, safe='')}", what=f"user @{name}")
+        except DeliveryError as exc:
+            if exc.status in (400, 404):
+                return None
+            raise
+
+    async def is_system_admin(self, user_id: str) -> bool:
+        """Whether Mattermost gives the user the system_admin role. Asked of Mattermost each
+        time: a role claimed in a request is never trusted."""
+        user = await self.get_user(user_id)
+        return ROLE_SYSTEM_ADMIN in str(user.get("roles", "")).split()
+
+    async def get_channel(self, channel_id: str) -> dict[str, Any]:
+        """The channel (`type` O public, P private, D direct, G group; `team_id`, `name`, ...).
+        Raises DeliveryError (404 unknown, 403 when the bot may not read it)."""
+        return await self._get_json(f"/channels/{quote(channel_id, safe='')}", what=f"channel {channel_id}")
+
+    async def get_channel_member(self, channel_id: str, user_id: str) -> dict[str, Any] | None:
+        """The user's membership of the channel (`roles` holds channel_admin for its admins),
+        or None when the user is not a member."""
+        path = f"/channels/{quote(channel_id, safe='')}/members/{quote(user_id, safe='')}"
+        try:
+            return await self._get_json(path, what=f"membership of {user_id} in channel {channel_id}")
+        except DeliveryError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def get_team_member(self, team_id: str, user_id: str) -> dict[str, Any] | None:
+        """The user's membership of the team (`roles` holds team_admin for its admins), or None
+        when the user is not a member."""
+        path = f"/teams/{quote(team_id, safe='')}/members/{quote(user_id, safe='')}"
+        try:
+            return await self._get_json(path, what=f"membership of {user_id} in team {team_id}")
+        except DeliveryError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    # -- talking to one user ---------------------------------------------------------------------
+
+    async def open_dialog(self, trigger_id: str, url: str, dialog: Mapping[str, Any]) -> None:
+        """Open an interactive dialog for the user whose action produced `trigger_id` (valid for
+        a few seconds only); its submission is posted to `url`."""
+        body = {"trigger_id": trigger_id, "url": url, "dialog": _plain(dialog)}
+        await self._call("post", "/actions/dialogs/open", body, what="opening a dialog")
+
+    async def send_ephemeral(
+        self,
+        user_id: str,
+        channel_id: str,
+        message: str,
+        props: Mapping[str, Any] | None = None,
+        root_id: str = "",
+    ) -> str:
+        """Show a post to one user only; returns its id. Mattermost lets only accounts with the
+        create_post_ephemeral permission (system admins) do this."""
+        post: dict[str, Any] = {"channel_id": channel_id, "message": message, "props": _plain(props or {})}
+        if root_id:
+            post["root_id"] = root_id
+        created = await self._call(
+            "post",
+            "/posts/ephemeral",
+            {"user_id": user_id, "post": post},
+            what=f"ephemeral post to {user_id}",
+        )
+        return str(created.get("id", "")) if isinstance(created, dict) else ""
+
+    async def direct_channel(self, user_id: str) -> str:
+        """Id of the direct message channel between the bot and the user (created if needed)."""
+        if not self._bot_user_id:
+            await self.login()
+        cached = self._dm_cache.get(user_id)
+        if cached is not None:
+            return cached
+        created = await self._call(
+            "post", "/channels/direct", [self._bot_user_id, user_id], what=f"direct channel with {user_id}"
+        )
+        channel_id = created.get("id") if isinstance(created, dict) else None
+        if not isinstance(channel_id, str) or not channel_id:
+            raise DeliveryError("Mattermost answered the direct channel without an id", retryable=False)
+        self._dm_cache[user_id] = channel_id
+        return channel_id
+
+    async def send_direct_message(
+        self, user_id: str, message: str, props: Mapping[str, Any] | None = None
+    ) -> str:
+        """Post a direct message from the bot to the user; returns the post id."""
+        channel_id = await self.direct_channel(user_id)
+        return await self.create_post(OutgoingPost(channel_id=channel_id, message=message, props=props or {}))
+
     async def ping(self) -> bool:
         """Whether Mattermost answers its health check. One quick attempt, no retries."""
         driver = self._driver
@@ -247,7 +354,9 @@ class MattermostClient:
             raise DeliveryError(f"Mattermost answered {path} with something other than JSON", retryable=False)
         return result
 
-    async def _call(self, method: str, path: str, body: dict[str, Any] | None, *, what: str) -> Any:
+    async def _call(
+        self, method: str, path: str, body: dict[str, Any] | list[Any] | None, *, what: str
+    ) -> Any:
         client = self._require_driver().client
         endpoint = f"{self._base_path}{_API}{path}"
         try:

@@ -1,5 +1,5 @@
 """In-process stand-ins for the services the bot talks to."""
 
-from tests.fakes.mattermost import FakeMattermost, RecordedRequest
+from tests.fakes.mattermost import FakeMattermost, RecordedRequest, SlashForm
 
-__all__ = ["FakeMattermost", "RecordedRequest"]
+__all__ = ["FakeMattermost", "RecordedRequest", "SlashForm"]

@@ -17,18 +17,33 @@ Behaviour copied from the Mattermost server where tests depend on it:
 - A rate-limited request gets 429 with body "limit exceeded" as text/plain and the headers of the
   server's limiter: X-Ratelimit-Limit, X-Ratelimit-Remaining, X-Ratelimit-Reset and Retry-After,
   in whole seconds.
+- POST /actions/dialogs/open needs a trigger id the fake issued (`issue_trigger_id`) within the last
+  `trigger_ttl` seconds (the server's OutgoingIntegrationRequestsTimeout, 30 s). Unlike recent
+  servers, which only log an invalid dialog, the fake refuses it with 400, so tests catch it.
+- GET /channels/{id}/members/{user} and /teams/{id}/members/{user} answer the membership with its
+  `roles` ("channel_user channel_admin", "team_user team_admin"), 404 for a non-member.
+- POST /hooks/commands/{id} is a slash command's response_url (no authentication: the id is the
+  secret): at most 5 uses, a JSON CommandResponse when the Content-Type is application/json and
+  plain text otherwise. In-channel answers become posts by the command's user, ephemeral ones are
+  recorded in `ephemeral_posts`.
+- `slash_form`, `action_request` and `dialog_submission` build requests as Mattermost sends them
+  to an integration.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import math
 import re
+import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -36,6 +51,13 @@ from aiohttp.test_utils import TestServer
 from bot.mattermost.models import is_valid_id, new_id
 
 PENDING_POST_IDS_CACHE_TTL = 30.0
+TRIGGER_ID_TTL = 30.0
+COMMAND_WEBHOOK_MAX_USES = 5
+COMMAND_WEBHOOK_TTL = 30 * 60.0
+_DIALOG_ELEMENT_TYPES = frozenset({"text", "textarea", "select", "bool", "radio", "date", "datetime"})
+_TEXT_SUBTYPES = frozenset({"", "text", "email", "number", "tel", "url", "password"})
+_MENTION_RE = re.compile(r"(?<![\w@])@([a-z0-9][a-z0-9._-]*)")
+_CHANNEL_MENTION_RE = re.compile(r"(?<![\w~])~([a-z0-9][a-z0-9_-]*)")
 MAX_MESSAGE_RUNES = 16383
 MAX_PROPS_CHARS = 800000
 _PUBLIC_PATHS = frozenset({"/api/v4/system/ping"})
@@ -52,6 +74,26 @@ class RecordedRequest:
     path: str
     user_id: str  # empty when the request was not authenticated
     status: int
+
+
+@dataclass(frozen=True, slots=True)
+class SlashForm:
+    """A slash command request as Mattermost posts it to the command's URL."""
+
+    body: str  # application/x-www-form-urlencoded
+    headers: dict[str, str]
+    trigger_id: str
+    response_url: str
+    fields: dict[str, list[str]]
+
+
+@dataclass(slots=True)
+class _CommandHook:
+    user_id: str
+    channel_id: str
+    root_id: str
+    expires: float
+    uses: int = 0
 
 
 @dataclass(slots=True)
@@ -138,6 +180,11 @@ class FakeMattermost:
     posts: list[dict[str, Any]] = field(default_factory=list)
     ephemeral_posts: list[dict[str, Any]] = field(default_factory=list)
     requests: list[RecordedRequest] = field(default_factory=list)
+    # Opened dialogs: {"user_id", "trigger_id", "url", "dialog"}.
+    dialogs: list[dict[str, Any]] = field(default_factory=list)
+    # Bodies received on response URLs: {"hook_id", "content_type", "response"}.
+    command_responses: list[dict[str, Any]] = field(default_factory=list)
+    trigger_ttl: float = TRIGGER_ID_TTL
 
     def __post_init__(self) -> None:
         self.teams: dict[str, dict[str, Any]] = {}
@@ -154,6 +201,12 @@ class FakeMattermost:
         self._post_event: asyncio.Event | None = None
         self._server: TestServer | None = None
         self._saving: set[asyncio.Future[dict[str, Any]]] = set()
+        self._channel_admins: set[tuple[str, str]] = set()
+        # team id -> user id -> roles
+        self._team_members: dict[str, dict[str, str]] = {}
+        # trigger id -> (user id, monotonic expiry)
+        self._trigger_ids: dict[str, tuple[str, float]] = {}
+        self._command_hooks: dict[str, _CommandHook] = {}
         self.bot_user_id = self.add_user(
             self.bot_username, roles=self.bot_roles, is_bot=True, token=self.token, first_name="Jira"
         )
@@ -199,8 +252,169 @@ class FakeMattermost:
             team_id, name, display_name or name, "P" if private else "O", set(members)
         )
 
-    def add_member(self, channel_id: str, user_id: str) -> None:
+    def add_member(self, channel_id: str, user_id: str, *, admin: bool = False) -> None:
+        """Make the user a member of the channel; `admin` gives the channel_admin role."""
         self._members[channel_id].add(user_id)
+        if admin:
+            self._channel_admins.add((channel_id, user_id))
+
+    def add_team_member(self, team: str, user_id: str, *, admin: bool = False) -> str:
+        """Make the user a member of the team named `team` (created when missing); `admin` gives
+        the team_admin role. Returns the team id."""
+        team_id = self._team_id(team) or self.add_team(team)
+        self._team_members.setdefault(team_id, {})[user_id] = "team_user team_admin" if admin else "team_user"
+        return team_id
+
+    def issue_trigger_id(self, user_id: str) -> str:
+        """A trigger id as Mattermost puts in slash commands and clicks: it lets the integration
+        open one dialog for this user within `trigger_ttl` seconds."""
+        millis = str(_now_ms())
+        signature = base64.b64encode(secrets.token_bytes(32)).decode()
+        trigger_id = base64.b64encode(f"{new_id()}:{user_id}:{millis}:{signature}".encode()).decode()
+        self._trigger_ids[trigger_id] = (user_id, time.monotonic() + self.trigger_ttl)
+        return trigger_id
+
+    def new_response_url(
+        self, base_url: str | None = None, *, user_id: str = "", channel_id: str = "", root_id: str = ""
+    ) -> str:
+        """A slash command's response_url, served by this fake. `base_url` is where the fake is
+        served (default: `url`, when started with `start`)."""
+        hook_id = new_id()
+        self._command_hooks[hook_id] = _CommandHook(
+            user_id, channel_id, root_id, time.monotonic() + COMMAND_WEBHOOK_TTL
+        )
+        return f"{(base_url or self.url).rstrip('/')}/hooks/commands/{hook_id}"
+
+    # -- requests as Mattermost sends them to integrations ----------------------------------------
+
+    def slash_form(
+        self,
+        user_id: str,
+        channel_id: str,
+        text: str,
+        token: str,
+        *,
+        command: str = "/jira",
+        team: str | None = None,
+        base_url: str | None = None,
+        root_id: str = "",
+    ) -> SlashForm:
+        """The form Mattermost posts for `command text` typed by the user in the channel
+        (server's App.ExecuteCommand): a fresh trigger id and response_url, the users and public
+        channels the text mentions, the token as a field and as "Authorization: Token …".
+        `team` (a name) is the team the user is in, needed for direct channels."""
+        user = self.users[user_id]
+        channel = self.channels[channel_id]
+        team_id = self._team_id(team) if team else channel["team_id"]
+        if not team_id:
+            raise ValueError("a direct or group channel needs the `team` the user is in")
+        trigger_id = self.issue_trigger_id(user_id)
+        response_url = self.new_response_url(
+            base_url, user_id=user_id, channel_id=channel_id, root_id=root_id
+        )
+        pairs: list[tuple[str, str]] = [
+            ("token", token),
+            ("team_id", team_id),
+            ("team_domain", self.teams[team_id]["name"]),
+            ("channel_id", channel_id),
+            ("channel_name", channel["name"]),
+            ("user_id", user_id),
+            ("user_name", user["username"]),
+            ("command", command),
+            ("text", text),
+            ("trigger_id", trigger_id),
+            ("response_url", response_url),
+        ]
+        for name in dict.fromkeys(_MENTION_RE.findall(text.lower())):
+            found = next((u for u in self.users.values() if u["username"] == name.rstrip(".")), None)
+            if found is not None:
+                pairs += [("user_mentions", found["username"]), ("user_mentions_ids", found["id"])]
+        for name in dict.fromkeys(_CHANNEL_MENTION_RE.findall(text.lower())):
+            found = self._find_channel(team_id, name)
+            if found is not None and found["type"] == "O":
+                pairs += [("channel_mentions", name), ("channel_mentions_ids", found["id"])]
+        if root_id:
+            pairs.append(("root_id", root_id))
+        # Go's url.Values.Encode sorts by key; values of one key keep their order.
+        pairs.sort(key=lambda kv: kv[0])
+        fields: dict[str, list[str]] = {}
+        for key, value in pairs:
+            fields.setdefault(key, []).append(value)
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Accept": "application/json",
+            "Authorization": f"Token {token}",
+        }
+        return SlashForm(urlencode(pairs), headers, trigger_id, response_url, fields)
+
+    def action_request(
+        self,
+        user_id: str,
+        action: Mapping[str, Any],
+        *,
+        channel_id: str,
+        post_id: str = "",
+        selected_option: str | None = None,
+    ) -> tuple[str, dict[str, Any]]:
+        """(integration URL, JSON body) of a click on `action` (a props.attachments[].actions[]
+        entry) as Mattermost posts it (server's DoPostActionWithCookie): the action's context,
+        plus `selected_option` for a menu, and a fresh trigger id."""
+        integration = action.get("integration") or {}
+        context = json.loads(json.dumps(integration.get("context") or {}))  # Go's map round trip
+        kind = action.get("type") or "button"
+        data_source = ""
+        if kind == "select" and selected_option:
+            context["selected_option"] = selected_option
+            data_source = action.get("data_source") or ""
+        channel = self.channels.get(channel_id, {})
+        team = self.teams.get(channel.get("team_id", ""), {})
+        body = {
+            "user_id": user_id,
+            "user_name": self.users[user_id]["username"],
+            "channel_id": channel_id,
+            "channel_name": channel.get("name", ""),
+            "team_id": channel.get("team_id", ""),
+            "team_domain": team.get("name", ""),
+            "post_id": post_id,
+            "trigger_id": self.issue_trigger_id(user_id),
+            "type": kind,
+            "data_source": data_source,
+            "context": context,
+        }
+        return str(integration.get("url", "")), body
+
+    @staticmethod
+    def find_action(props: Mapping[str, Any], name: str) -> dict[str, Any]:
+        """The action called `name` among props.attachments[].actions[] (of a post or a reply)."""
+        for attachment in props.get("attachments") or ():
+            for action in attachment.get("actions") or ():
+                if action.get("name") == name:
+                    return dict(action)
+        raise KeyError(f"no action named {name!r}")
+
+    def dialog_submission(
+        self,
+        opened: Mapping[str, Any],
+        submission: Mapping[str, Any],
+        *,
+        channel_id: str = "",
+        team_id: str = "",
+        cancelled: bool = False,
+    ) -> tuple[str, dict[str, Any]]:
+        """(URL, JSON body) of the submission of a dialog recorded in `dialogs`, as Mattermost
+        posts it (server's SubmitInteractiveDialog); a cancellation carries no submission."""
+        dialog = opened["dialog"]
+        body = {
+            "type": "dialog_submission",
+            "callback_id": dialog.get("callback_id", ""),
+            "state": dialog.get("state", ""),
+            "user_id": opened["user_id"],
+            "channel_id": channel_id,
+            "team_id": team_id,
+            "submission": None if cancelled else dict(submission),
+            "cancelled": cancelled,
+        }
+        return str(opened["url"]), body
 
     def archive_channel(self, channel_id: str) -> None:
         self.channels[channel_id]["delete_at"] = _now_ms()
@@ -301,6 +515,17 @@ class FakeMattermost:
     def get_post(self, post_id: str) -> dict[str, Any] | None:
         return self._posts_by_id.get(post_id)
 
+    async def wait_for_command_responses(self, n: int, timeout: float = 5.0) -> list[dict[str, Any]]:  # noqa: ASYNC109
+        """Wait until at least `n` bodies arrived on response URLs; fails the test on timeout."""
+        deadline = time.monotonic() + timeout
+        while len(self.command_responses) < n:
+            if time.monotonic() >= deadline:
+                raise AssertionError(
+                    f"expected {n} response_url posts within {timeout} s, got {len(self.command_responses)}"
+                )
+            await asyncio.sleep(0.01)
+        return list(self.command_responses)
+
     def requests_to(self, path: str, method: str | None = None) -> list[RecordedRequest]:
         return [r for r in self.requests if r.path == path and (method is None or r.method == method.upper())]
 
@@ -336,6 +561,10 @@ class FakeMattermost:
         r.add_get("/api/v4/teams/name/{team_name}/channels/name/{channel_name}", self._get_channel_by_name)
         r.add_post("/api/v4/channels/direct", self._create_direct_channel)
         r.add_get("/api/v4/channels/{channel_id}", self._get_channel)
+        r.add_get("/api/v4/channels/{channel_id}/members/{user_id}", self._get_channel_member)
+        r.add_get("/api/v4/teams/{team_id}/members/{user_id}", self._get_team_member)
+        r.add_post("/api/v4/actions/dialogs/open", self._open_dialog)
+        r.add_post("/hooks/commands/{hook_id}", self._command_webhook)
         r.add_post("/api/v4/posts", self._create_post)
         r.add_post("/api/v4/posts/ephemeral", self._create_ephemeral_post)
         r.add_get("/api/v4/posts/{post_id}", self._get_post)
@@ -371,7 +600,9 @@ class FakeMattermost:
             if failure is not None:
                 response: web.StreamResponse = self._failure_response(failure)
             else:
-                if _api_path(request) not in _PUBLIC_PATHS:
+                path = _api_path(request)
+                # Command webhooks authenticate by their unguessable id, like the server's /hooks.
+                if path not in _PUBLIC_PATHS and not path.startswith("/hooks/"):
                     user_id = self._authenticate(request)
                     request[_USER] = self.users[user_id]
                 response = await handler(request)
@@ -474,6 +705,163 @@ class FakeMattermost:
         existing = self._find_channel("", name)
         channel_id = existing["id"] if existing else self._insert_channel("", name, "", "D", set(ids))
         return _json_response(self.channels[channel_id], status=201)
+
+    async def _get_channel_member(self, request: web.Request) -> web.Response:
+        channel_id, user_id = request.match_info["channel_id"], request.match_info["user_id"]
+        if not is_valid_id(channel_id):
+            raise _invalid_url_param("channel_id")
+        if not is_valid_id(user_id):
+            raise _invalid_url_param("user_id")
+        channel = self.channels.get(channel_id)
+        if channel is None or not self._can_access(request[_USER], channel):
+            raise _permission_error()
+        if user_id not in self._members.get(channel_id, set()):
+            raise _MattermostError(
+                404,
+                "app.channel.get_member.missing.app_error",
+                "No channel member found for that user ID and channel ID.",
+            )
+        admin = (channel_id, user_id) in self._channel_admins
+        return _json_response(
+            {
+                "channel_id": channel_id,
+                "user_id": user_id,
+                "roles": "channel_user channel_admin" if admin else "channel_user",
+                "last_viewed_at": 0,
+                "msg_count": 0,
+                "mention_count": 0,
+                "notify_props": {"desktop": "default", "mark_unread": "all", "push": "default"},
+                "last_update_at": _now_ms(),
+                "scheme_guest": False,
+                "scheme_user": True,
+                "scheme_admin": admin,
+                "explicit_roles": "",
+            }
+        )
+
+    async def _get_team_member(self, request: web.Request) -> web.Response:
+        team_id, user_id = request.match_info["team_id"], request.match_info["user_id"]
+        if not is_valid_id(team_id):
+            raise _invalid_url_param("team_id")
+        if not is_valid_id(user_id):
+            raise _invalid_url_param("user_id")
+        if team_id not in self.teams:
+            raise _permission_error()  # the server checks view_team before looking
+        roles = self._team_members.get(team_id, {}).get(user_id)
+        if roles is None:
+            raise _MattermostError(
+                404,
+                "app.team.get_member.missing.app_error",
+                "No team member found for that user ID and team ID.",
+            )
+        return _json_response(
+            {
+                "team_id": team_id,
+                "user_id": user_id,
+                "roles": roles,
+                "delete_at": 0,
+                "scheme_guest": False,
+                "scheme_user": True,
+                "scheme_admin": "team_admin" in roles.split(),
+                "explicit_roles": "",
+            }
+        )
+
+    async def _open_dialog(self, request: web.Request) -> web.Response:
+        body = await _read_json(request, "dialog")
+        if not isinstance(body, dict):
+            raise _invalid_body_param("dialog")
+        if not body.get("url"):
+            raise _invalid_param("url")
+        trigger_id = body.get("trigger_id")
+        if not trigger_id:
+            raise _invalid_param("trigger_id")
+        issued = self._trigger_ids.get(trigger_id)
+        if issued is None:
+            raise _MattermostError(
+                400,
+                "interactive_message.decode_trigger_id.verify_signature_failed",
+                "Failed to verify signature of trigger ID for interactive dialog.",
+            )
+        if issued[1] <= time.monotonic():
+            raise _MattermostError(
+                400,
+                "interactive_message.decode_trigger_id.expired",
+                "Trigger ID for interactive dialog is expired.",
+            )
+        dialog = body.get("dialog")
+        problems = _dialog_problems(dialog)
+        if problems:
+            raise _MattermostError(
+                400,
+                "api.context.invalid_body_param.app_error",
+                "Invalid dialog.",
+                detailed="; ".join(problems),
+            )
+        self.dialogs.append(
+            {"user_id": issued[0], "trigger_id": trigger_id, "url": body["url"], "dialog": dialog}
+        )
+        return _json_response({"status": "OK"})
+
+    async def _command_webhook(self, request: web.Request) -> web.Response:
+        hook_id = request.match_info["hook_id"]
+        hook = self._command_hooks.get(hook_id)
+        if hook is None or hook.expires <= time.monotonic():
+            raise _MattermostError(
+                400, "app.command_webhook.try_use.invalid.app_error", "Unable to find the webhook."
+            )
+        if hook.uses >= COMMAND_WEBHOOK_MAX_USES:
+            raise _MattermostError(
+                400,
+                "app.command_webhook.try_use.app_error",
+                f"Unable to use the webhook {hook_id}: it was used {COMMAND_WEBHOOK_MAX_USES} times already.",
+            )
+        hook.uses += 1
+        content_type = request.headers.get("Content-Type", "")
+        raw = await request.read()
+        # As the server's CommandResponseFromHTTPBody: JSON only for application/json.
+        if content_type.split(";")[0].strip() == "application/json":
+            try:
+                response = json.loads(raw)
+            except ValueError:
+                raise _invalid_body_param("response") from None
+            if not isinstance(response, dict):
+                raise _invalid_body_param("response")
+        else:
+            response = {"text": raw.decode("utf-8", "replace")}
+        self.command_responses.append(
+            {"hook_id": hook_id, "content_type": content_type, "response": response}
+        )
+        self._show_command_response(hook, response)
+        return web.Response(text="ok", headers={"Content-Type": "text/plain"})
+
+    def _show_command_response(self, hook: _CommandHook, response: dict[str, Any]) -> None:
+        channel = self.channels.get(hook.channel_id)
+        user = self.users.get(hook.user_id)
+        if channel is None or user is None:
+            return
+        props: dict[str, Any] = dict(response.get("props") or {})
+        if response.get("attachments"):
+            props["attachments"] = response["attachments"]
+        message = str(response.get("text") or "")
+        if response.get("response_type") == "in_channel":
+            self._save_post(user, channel, {"message": message, "props": props, "root_id": hook.root_id})
+            return
+        now = _now_ms()
+        post = {
+            "id": new_id(),
+            "create_at": now,
+            "update_at": now,
+            "edit_at": 0,
+            "delete_at": 0,
+            "user_id": self.bot_user_id,
+            "channel_id": channel["id"],
+            "root_id": hook.root_id,
+            "message": message,
+            "type": "system_ephemeral",
+            "props": props,
+        }
+        self.ephemeral_posts.append({"user_id": user["id"], "post": post})
 
     async def _create_post(self, request: web.Request) -> web.Response:
         body = await _read_json(request, "post")
@@ -815,6 +1203,50 @@ def _api_path(request: web.Request) -> str:
     """The path from /api/v4 on, so the app also works mounted under a site path (/mattermost/...)."""
     start = request.path.find("/api/v4")
     return request.path[start:] if start > 0 else request.path
+
+
+def _dialog_problems(dialog: Any) -> list[str]:
+    """What the server's Dialog.IsValid would report (lengths are Go byte lengths)."""
+    if not isinstance(dialog, dict):
+        return ["dialog is missing"]
+    problems: list[str] = []
+    title = str(dialog.get("title") or "")
+    if not title or len(title.encode()) > 24:
+        problems.append(f"invalid dialog title {title!r}")
+    names: set[str] = set()
+    for element in dialog.get("elements") or []:
+        if not isinstance(element, dict):
+            problems.append("an element is not an object")
+            continue
+        name = str(element.get("name") or "")
+        if name in names:
+            problems.append(f"duplicate dialog element {name!r}")
+        names.add(name)
+        display = str(element.get("display_name") or "")
+        if not display or len(display.encode()) > 24:
+            problems.append(f"{name}: invalid display_name {display!r}")
+        if not name or len(name.encode()) > 300:
+            problems.append(f"invalid element name {name!r}")
+        if len(str(element.get("help_text") or "").encode()) > 150:
+            problems.append(f"{name}: help_text over 150")
+        kind = element.get("type")
+        if kind not in _DIALOG_ELEMENT_TYPES:
+            problems.append(f"{name}: invalid element type {kind!r}")
+        if kind in ("text", "textarea") and element.get("subtype", "") not in _TEXT_SUBTYPES:
+            problems.append(f"{name}: invalid subtype {element.get('subtype')!r}")
+        if int(element.get("min_length") or 0) > int(element.get("max_length") or 0) and element.get(
+            "max_length"
+        ):
+            problems.append(f"{name}: min_length over max_length")
+        default = str(element.get("default") or "")
+        if kind in ("select", "radio") and not element.get("data_source") and default:
+            values = {str(o.get("value")) for o in element.get("options") or [] if isinstance(o, dict)}
+            wanted = default.replace(" ", "").split(",") if element.get("multiselect") else [default]
+            if any(v and v not in values for v in wanted):
+                problems.append(f"{name}: default {default!r} is not an option")
+        if kind == "bool" and default not in ("", "true", "false"):
+            problems.append(f"{name}: invalid default of bool")
+    return problems
 
 
 def _is_admin(user: dict[str, Any]) -> bool:

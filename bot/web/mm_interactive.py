@@ -1,0 +1,168 @@
+"""HTTP adapter for button clicks, menu choices and dialog submissions from Mattermost.
+
+POST /mattermost/actions receives a PostActionIntegrationRequest; its `context` is the one the
+bot signed when it made the button (Mattermost adds `selected_option` for a menu choice).
+POST /mattermost/dialogs receives a SubmitDialogRequest; its `state` is a signed context
+serialised by ContextSigner.dumps. Nothing reaches the service before the signature, the expiry,
+the user binding and, for single-use contexts, the nonce are checked.
+
+Refusals: a forged or foreign context gets 403. An expired or already used one comes from a
+genuine but stale button or dialog, so it gets 200 with a message saying what to do: Mattermost
+shows the text of a 200 answer to the user and replaces any other status with a generic error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from bot.mattermost.payloads import (
+    SELECTED_OPTION,
+    ActionRequest,
+    ActionResponse,
+    DialogResponse,
+    DialogSubmission,
+)
+from bot.security.signing import (
+    ContextSigner,
+    ExpiredContext,
+    ForgedContext,
+    MemoryNonces,
+    NonceRecorder,
+    ReplayedContext,
+)
+
+log = logging.getLogger(__name__)
+
+FORGED_TEXT = "This action could not be verified and was ignored."
+EXPIRED_ACTION_TEXT = "These buttons have expired. Run the command again to get fresh ones."
+REPLAYED_ACTION_TEXT = "This choice has already been made."
+EXPIRED_DIALOG_TEXT = "This form has expired. Close it and run the command again."
+REPLAYED_DIALOG_TEXT = "This form has already been submitted."
+FAILED_TEXT = "Sorry, something went wrong. Please try again later."
+
+
+class InteractiveService(Protocol):
+    """Acts on verified clicks and submissions; the context it sees is the verified one."""
+
+    async def handle_action(self, request: ActionRequest) -> ActionResponse: ...
+
+    async def handle_dialog(self, submission: DialogSubmission) -> DialogResponse | None: ...
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _json(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=body, headers={"Content-Type": "application/json"})
+
+
+def _plain_json(data: dict[str, Any], status: int = 200) -> web.Response:
+    return _json(json.dumps(data).encode(), status)
+
+
+async def _read_object(request: web.Request) -> dict[str, Any] | None:
+    try:
+        data = json.loads(await request.read())
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class InteractiveHandler:
+    def __init__(
+        self,
+        service: InteractiveService,
+        signer: ContextSigner,
+        *,
+        remember: NonceRecorder | None = None,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        """`remember(nonce, expires_at) -> bool` records single-use nonces (True on first use);
+        several replicas must share it (the store's kv.add). Without it, an in-process memory
+        is used."""
+        self._service = service
+        self._signer = signer
+        self._clock = clock
+        self._remember: NonceRecorder = remember if remember is not None else MemoryNonces(clock)
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/mattermost/actions", self.action),
+            web.post("/mattermost/dialogs", self.dialog),
+        ]
+
+    async def action(self, request: web.Request) -> web.Response:
+        data = await _read_object(request)
+        if data is None:
+            return _json(ActionResponse.ephemeral("The request is not valid.").to_json_bytes(), 400)
+        try:
+            click = ActionRequest.model_validate(data)
+        except ValidationError:
+            return _json(ActionResponse.ephemeral("The request is not valid.").to_json_bytes(), 400)
+
+        # Mattermost adds the menu choice to the context after the bot signed it.
+        signed = dict(click.context)
+        selected = signed.pop(SELECTED_OPTION, None)
+        try:
+            context = await self._signer.verify_once(
+                signed, self._clock(), self._remember, user_id=click.user_id
+            )
+        except ExpiredContext:
+            return _json(ActionResponse.ephemeral(EXPIRED_ACTION_TEXT).to_json_bytes())
+        except ReplayedContext:
+            return _json(ActionResponse.ephemeral(REPLAYED_ACTION_TEXT).to_json_bytes())
+        except ForgedContext as exc:
+            log.warning("action by user %s refused: %s", click.user_id, exc.reason)
+            return _json(ActionResponse.ephemeral(FORGED_TEXT).to_json_bytes(), 403)
+
+        if selected is not None:
+            context[SELECTED_OPTION] = selected
+        verified = click.model_copy(update={"context": context})
+        try:
+            response = await self._service.handle_action(verified)
+        except Exception:
+            log.exception("action by user %s on post %s failed", click.user_id, click.post_id)
+            response = ActionResponse.ephemeral(FAILED_TEXT)
+        if not isinstance(response, ActionResponse):
+            response = ActionResponse()
+        return _json(response.to_json_bytes())
+
+    async def dialog(self, request: web.Request) -> web.Response:
+        data = await _read_object(request)
+        if data is None:
+            return _plain_json({"error": "The request is not valid."}, 400)
+        try:
+            submission = DialogSubmission.model_validate({k: v for k, v in data.items() if k != "context"})
+        except ValidationError:
+            return _plain_json({"error": "The request is not valid."}, 400)
+
+        try:
+            context = await self._signer.loads_once(
+                submission.state, self._clock(), self._remember, user_id=submission.user_id
+            )
+        except ExpiredContext:
+            return _json(DialogResponse(error=EXPIRED_DIALOG_TEXT).to_json_bytes())
+        except ReplayedContext:
+            return _json(DialogResponse(error=REPLAYED_DIALOG_TEXT).to_json_bytes())
+        except ForgedContext as exc:
+            log.warning("dialog submission by user %s refused: %s", submission.user_id, exc.reason)
+            return _json(DialogResponse(error=FORGED_TEXT).to_json_bytes(), 403)
+
+        verified = submission.model_copy(update={"context": context})
+        try:
+            response = await self._service.handle_dialog(verified)
+        except Exception:
+            log.exception("dialog %r by user %s failed", submission.callback_id, submission.user_id)
+            response = DialogResponse(error=FAILED_TEXT)
+        if response is None or submission.cancelled:
+            # Mattermost ignores the answer to a cancellation; an empty one closes a dialog.
+            return _json(b"{}")
+        return _json(response.to_json_bytes())
