@@ -3,3 +3,4 @@
 from tests.fakes.mattermost import FakeMattermost, RecordedRequest, SlashForm
 
 __all__ = ["FakeMattermost", "RecordedRequest", "SlashForm"]
+from tests.fakes.jira import FakeJira as FakeJira

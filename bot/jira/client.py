@@ -1,0 +1,572 @@
+"""The Jira REST client the slash commands use, always with a person's own credentials.
+
+The `jira` library is synchronous, so every call runs in the gateway's bounded thread pool,
+never on the event loop, and is bounded twice: by the HTTP timeout given to the library and by
+`asyncio.wait_for` around the await. The library's own retry loop (which may sleep for minutes
+inside a worker) is switched off; 429 and 503 are retried here, once, when Jira asks to wait
+no longer than `retry_after_cap` seconds. Every failure becomes a `JiraError`.
+
+Cloud and Server/Data Center differ in places this module hides: users (accountId vs name),
+search (Cloud removed /rest/api/2/search in favour of /rest/api/3/search/jql), create
+metadata (per-project endpoints on Cloud and 9+, the old createmeta on 8.x) and OAuth 2.0
+requests, which go through the Atlassian API gateway instead of the site.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import quote
+
+import requests
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from jira import JIRA
+from jira.exceptions import JIRAError
+from jira.utils import json_loads
+from oauthlib.oauth1 import SIGNATURE_RSA
+from oauthlib.oauth1 import Client as OAuth1Client
+from pydantic import ValidationError
+from requests.adapters import HTTPAdapter
+from requests_oauthlib import OAuth1
+
+from bot.commands.resolve import JiraUserCandidate, Transition
+from bot.config import JiraSettings
+from bot.jira.credentials import ApiToken, Credentials, OAuth1Token, OAuth2Token, PersonalAccessToken
+from bot.jira.errors import JiraError, error_for_status, jira_error_detail, parse_retry_after
+from bot.jira.rest_models import (
+    AllowedValue,
+    CreatedIssue,
+    CreateMeta,
+    FieldMeta,
+    IssueCard,
+    IssueTypeMeta,
+    JiraAccount,
+    ProjectRef,
+    RestCreated,
+    RestFieldMeta,
+    RestFieldPage,
+    RestIssue,
+    RestIssueTypeMeta,
+    RestIssueTypePage,
+    RestLegacyCreateMeta,
+    RestProject,
+    RestUser,
+    has_more,
+)
+
+__all__ = [
+    "AllowedValue",
+    "CreateMeta",
+    "CreatedIssue",
+    "FieldMeta",
+    "IssueCard",
+    "IssueTypeMeta",
+    "JiraAccount",
+    "JiraError",
+    "JiraGateway",
+    "JiraSession",
+    "ProjectRef",
+    "RsaSha1Client",
+]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Fields `issue()` asks for: what a card shows, nothing more.
+CARD_FIELDS = "summary,status,issuetype,priority,assignee,reporter,description,project,security"
+# Page sizes: Jira caps most pages at 50 or 100 anyway.
+_PAGE = 100
+_MAX_PAGES = 20
+
+
+class RsaSha1Client(OAuth1Client):
+    """OAuth 1.0a signer for Jira application links: RSA-SHA1 done with `cryptography`, so
+    PyJWT (which oauthlib would otherwise import for RSA) is not needed. Its own method table
+    keeps oauthlib's class-wide one untouched."""
+
+    SIGNATURE_METHODS: ClassVar[dict[str, Any]] = {**OAuth1Client.SIGNATURE_METHODS}
+
+
+def _sign_rsa_sha1(base_string: str | bytes, client: OAuth1Client) -> str:
+    if isinstance(base_string, bytes):
+        base_string = base_string.decode("ascii")
+    pem = client.rsa_key
+    key = serialization.load_pem_private_key(pem.encode() if isinstance(pem, str) else pem, password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError("the OAuth 1.0a private key must be an RSA key")
+    signature = key.sign(base_string.encode("ascii"), padding.PKCS1v15(), hashes.SHA1())
+    return base64.b64encode(signature).decode("ascii")
+
+
+RsaSha1Client.SIGNATURE_METHODS[SIGNATURE_RSA] = _sign_rsa_sha1
+
+
+def oauth1_auth(credentials: OAuth1Token) -> OAuth1:
+    """requests auth signing each request with the application link's RSA key."""
+    return OAuth1(
+        credentials.consumer_key,
+        signature_method=SIGNATURE_RSA,
+        rsa_key=credentials.private_key_pem,
+        resource_owner_key=credentials.token,
+        resource_owner_secret=credentials.token_secret,
+        client_class=RsaSha1Client,
+    )
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+def _response_detail(response: requests.Response | None) -> str:
+    if response is None:
+        return ""
+    try:
+        return jira_error_detail(response.json())
+    except ValueError:
+        return ""
+
+
+def _to_jira_error(exc: Exception) -> JiraError | None:
+    """The JiraError for what the library and requests raise, None for anything else (a bug
+    to surface as it is). Runs in the worker thread, so the original, with its URL and
+    response, stays there."""
+    if isinstance(exc, JiraError):
+        return exc
+    if isinstance(exc, JIRAError):
+        response: requests.Response | None = getattr(exc, "response", None)
+        status = exc.status_code or (response.status_code if response is not None else None)
+        if not status:
+            return JiraError("unavailable", detail="Jira sent no answer")
+        retry_after = parse_retry_after(response.headers.get("Retry-After")) if response is not None else None
+        return error_for_status(status, detail=_response_detail(response), retry_after=retry_after)
+    if isinstance(exc, requests.Timeout):
+        return JiraError("timeout")
+    if isinstance(exc, requests.ConnectionError):
+        return JiraError("unavailable", detail="cannot connect to Jira")
+    if isinstance(exc, ValidationError | ValueError | requests.RequestException):
+        # A 2xx answer that is not the JSON Jira documents (a proxy's HTML page, a truncated body).
+        return JiraError("unavailable", detail="Jira sent an answer the bot cannot read")
+    return None
+
+
+# -- gateway -----------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Connection:
+    """A JIRA object for one site and set of credentials, plus what was learned about it."""
+
+    jira: JIRA
+    site_url: str
+    is_cloud: bool
+    # Set once the per-project createmeta endpoints answered 404 (Jira before 9).
+    legacy_createmeta: bool = False
+
+    def url(self, path: str, *, api: str = "2") -> str:
+        return f"{self.jira.server_url}/rest/api/{api}/{path}"
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: Any = None,
+        api: str = "2",
+    ) -> Any:
+        """One REST call through the library's session (auth, timeout, error parsing)."""
+        data = json.dumps(body) if body is not None else None
+        try:
+            response = self.jira._session.request(method, self.url(path, api=api), params=params, data=data)
+            return json_loads(response)
+        except Exception as exc:
+            # Mapped here already so that callers can branch on the kind (createmeta fallback).
+            mapped = _to_jira_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from None
+
+
+class JiraGateway:
+    """Owns the thread pool Jira calls run in and the JIRA objects, cached per site and
+    credentials (LRU). One per process."""
+
+    def __init__(
+        self,
+        max_workers: int,
+        timeout: float,
+        *,
+        retry_after_cap: float = 2.0,
+        cache_size: int = 128,
+    ) -> None:
+        self.max_workers = max_workers
+        self.timeout = timeout
+        self.retry_after_cap = retry_after_cap
+        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="jira")
+        self._cache: OrderedDict[tuple[str, str, Credentials], _Connection] = OrderedDict()
+        self._cache_size = cache_size
+        self._closed = False
+
+    @classmethod
+    def from_settings(cls, settings: JiraSettings) -> JiraGateway:
+        return cls(settings.max_concurrent_requests, settings.request_timeout_seconds)
+
+    def session(self, base_url: str, credentials: Credentials, *, is_cloud: bool) -> JiraSession:
+        """A session acting as the owner of `credentials` on the Jira site `base_url`.
+        Builds no connection and sends no request."""
+        site_url = base_url.rstrip("/")
+        rest_base = credentials.base_url if isinstance(credentials, OAuth2Token) else site_url
+        cache_key = (rest_base, site_url, credentials)
+        connection = self._cache.get(cache_key)
+        if connection is None:
+            connection = _Connection(self._build(rest_base, credentials), site_url, is_cloud)
+            self._cache[cache_key] = connection
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(cache_key)
+        return JiraSession(self, connection)
+
+    def _build(self, rest_base: str, credentials: Credentials) -> JIRA:
+        auth: dict[str, Any] = {}
+        if isinstance(credentials, ApiToken):
+            auth["basic_auth"] = (credentials.email, credentials.token)
+        elif isinstance(credentials, PersonalAccessToken):
+            auth["token_auth"] = credentials.token  # sent as "Authorization: Bearer"
+        elif isinstance(credentials, OAuth2Token):
+            auth["token_auth"] = credentials.access_token  # a bearer token as well
+        jira = JIRA(
+            server=rest_base,
+            get_server_info=False,  # no request at construction
+            max_retries=0,  # retries happen in JiraGateway, not asleep in a worker thread
+            timeout=self.timeout,
+            logging=False,  # the library would log response headers and bodies
+            **auth,
+        )
+        if isinstance(credentials, OAuth1Token):
+            # Set directly: the library's oauth= option probes /myself with several signature
+            # methods at construction.
+            jira._session.auth = oauth1_auth(credentials)
+        # As many pooled connections as workers, so none is thrown away under load.
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=self.max_workers)
+        jira._session.mount("https://", adapter)
+        jira._session.mount("http://", adapter)
+        return jira
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        """Run one blocking Jira call in the pool, retrying once on a short Retry-After."""
+        retried = False
+        while True:
+            try:
+                return await self._run_once(fn)
+            except JiraError as exc:
+                wait = exc.retry_after
+                if retried or exc.status not in (429, 503) or wait is None or wait > self.retry_after_cap:
+                    raise
+                retried = True
+                log.info("Jira answered %s, retrying in %.1f s", exc.status, wait)
+                await asyncio.sleep(wait)
+
+    async def _run_once(self, fn: Callable[[], T]) -> T:
+        if self._closed:
+            raise JiraError("unavailable", detail="the bot is shutting down")
+
+        def guarded() -> T:
+            try:
+                return fn()
+            except Exception as exc:
+                mapped = _to_jira_error(exc)
+                if mapped is None:
+                    raise
+                raise mapped from None
+
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._executor, guarded)
+        try:
+            return await asyncio.wait_for(future, self.timeout)
+        except TimeoutError:
+            raise JiraError("timeout") from None
+
+    async def close(self) -> None:
+        """Stop the pool; calls still queued are cancelled, running ones end at their timeout."""
+        self._closed = True
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._cache.clear()
+
+
+# -- session -----------------------------------------------------------------------------------
+
+
+def _adf_text(node: Any) -> str:
+    """Plain text of an Atlassian Document Format node (API v3 descriptions)."""
+    if isinstance(node, dict):
+        if node.get("type") == "text":
+            return str(node.get("text", ""))
+        inner = "".join(_adf_text(child) for child in node.get("content") or [])
+        return inner + ("\n" if node.get("type") in {"paragraph", "heading", "listItem"} else "")
+    if isinstance(node, list):
+        return "".join(_adf_text(child) for child in node)
+    return ""
+
+
+def _user_label(user: RestUser | None) -> tuple[str, str]:
+    if user is None:
+        return "", ""
+    return user.display_name or user.name or "", user.account_id or user.name or ""
+
+
+class JiraSession:
+    """Jira as one person sees it. Each method is one call into the gateway's pool and
+    raises `JiraError` on failure."""
+
+    def __init__(self, gateway: JiraGateway, connection: _Connection) -> None:
+        self._gateway = gateway
+        self._connection = connection
+
+    @property
+    def site_url(self) -> str:
+        return self._connection.site_url
+
+    @property
+    def is_cloud(self) -> bool:
+        return self._connection.is_cloud
+
+    def browse_url(self, key: str) -> str:
+        return f"{self.site_url}/browse/{key}"
+
+    async def _call(self, fn: Callable[[_Connection], T]) -> T:
+        connection = self._connection
+        return await self._gateway.run(lambda: fn(connection))
+
+    async def myself(self) -> JiraAccount:
+        return await self._call(lambda c: JiraAccount.from_rest(RestUser.model_validate(c.jira.myself())))
+
+    async def user_groups(self) -> list[str]:
+        """Names of the current user's Jira groups."""
+
+        def call(c: _Connection) -> list[str]:
+            user = RestUser.model_validate(c.request("GET", "myself", params={"expand": "groups"}))
+            return [g.name for g in (user.groups.items if user.groups else []) if g.name]
+
+        return await self._call(call)
+
+    async def server_info(self) -> dict[str, Any]:
+        return await self._call(lambda c: dict(c.jira.server_info()))
+
+    async def issue(self, key: str) -> IssueCard:
+        def call(c: _Connection) -> IssueCard:
+            raw = c.jira.issue(key, fields=CARD_FIELDS).raw
+            issue = RestIssue.model_validate(raw)
+            f = issue.fields
+            description = f.description if isinstance(f.description, str) else _adf_text(f.description)
+            assignee_name, assignee_id = _user_label(f.assignee)
+            reporter_name, reporter_id = _user_label(f.reporter)
+            issue_key = issue.key or key
+            return IssueCard(
+                key=issue_key,
+                id=issue.id or "",
+                summary=f.summary or "",
+                status=f.status.label if f.status else "",
+                issue_type=f.issuetype.label if f.issuetype else "",
+                priority=f.priority.label if f.priority else "",
+                assignee_name=assignee_name,
+                assignee_id=assignee_id,
+                reporter_name=reporter_name,
+                reporter_id=reporter_id,
+                description=description.strip(),
+                browse_url=self.browse_url(issue_key),
+                project_key=(f.project.key if f.project and f.project.key else issue_key.rsplit("-", 1)[0]),
+                security_level=(f.security.label or None) if f.security else None,
+            )
+
+        return await self._call(call)
+
+    async def transitions(self, key: str) -> list[Transition]:
+        return await self._call(lambda c: [Transition.from_rest(t) for t in c.jira.transitions(key)])
+
+    async def transition(self, key: str, transition_id: str) -> None:
+        def call(c: _Connection) -> None:
+            c.request("POST", f"issue/{quote(key)}/transitions", body={"transition": {"id": transition_id}})
+
+        await self._call(call)
+
+    async def assignable_users(
+        self, key: str, query: str, *, max_results: int = 50
+    ) -> list[JiraUserCandidate]:
+        """Users who can be assigned `key`, matching `query` (Cloud searches `query`, Server/DC
+        `username`, which also matches names and emails)."""
+
+        def call(c: _Connection) -> list[JiraUserCandidate]:
+            params: dict[str, Any] = {"issueKey": key, "maxResults": max_results}
+            params["query" if c.is_cloud else "username"] = query
+            users = c.request("GET", "user/assignable/search", params=params)
+            return [JiraUserCandidate.from_rest(u) for u in users if isinstance(u, dict)]
+
+        return await self._call(call)
+
+    async def assign(self, key: str, user: JiraUserCandidate | None) -> None:
+        """Assign `key` to `user`; None unassigns."""
+
+        def call(c: _Connection) -> None:
+            if user is None:
+                body: dict[str, Any] = {"accountId": None} if c.is_cloud else {"name": None}
+            else:
+                body = user.assignee_field()
+            c.request("PUT", f"issue/{quote(key)}/assignee", body=body)
+
+        await self._call(call)
+
+    async def projects(self) -> list[ProjectRef]:
+        def call(c: _Connection) -> list[ProjectRef]:
+            found = [RestProject.model_validate(p.raw) for p in c.jira.projects()]
+            return [ProjectRef(id=p.id or "", key=p.key or "", name=p.name or "") for p in found]
+
+        return await self._call(call)
+
+    async def create_meta(self, project_key: str, issue_type_ids: Sequence[str] | None = None) -> CreateMeta:
+        """The project's create screens: issue types (only `issue_type_ids` when given) with
+        their fields. Uses the per-project endpoints, or the old createmeta on Jira 8.x."""
+
+        def call(c: _Connection) -> CreateMeta:
+            if not c.legacy_createmeta:
+                try:
+                    return _paged_create_meta(c, project_key, issue_type_ids)
+                except JiraError as exc:
+                    # Cloud always has the per-project endpoints: there 404 means no such project.
+                    if exc.kind != "not_found" or c.is_cloud:
+                        raise
+                    # Jira before 9 has no per-project endpoints; a missing project is told
+                    # apart by the old endpoint below.
+                    meta = _legacy_create_meta(c, project_key, issue_type_ids)
+                    c.legacy_createmeta = True
+                    return meta
+            return _legacy_create_meta(c, project_key, issue_type_ids)
+
+        return await self._call(call)
+
+    async def create_issue(self, fields: dict[str, Any]) -> CreatedIssue:
+        def call(c: _Connection) -> CreatedIssue:
+            created = RestCreated.model_validate(c.request("POST", "issue", body={"fields": fields}))
+            key = created.key or ""
+            return CreatedIssue(id=created.id or "", key=key, browse_url=self.browse_url(key))
+
+        return await self._call(call)
+
+    async def add_comment(self, key: str, body: str) -> str:
+        """Comment on `key` as the user; returns the comment id."""
+        return await self._call(lambda c: str(c.jira.add_comment(key, body).raw.get("id", "")))
+
+    async def search(
+        self, jql: str, fields: Iterable[str] = ("summary",), max_results: int = 50
+    ) -> list[dict[str, Any]]:
+        """Issues matching `jql` as Jira returns them (`id`, `key`, `fields`), at most
+        `max_results`. Cloud: POST /rest/api/3/search/jql, paged by nextPageToken (v3 sends
+        descriptions as documents); Server/DC: POST /rest/api/2/search, paged by startAt."""
+        wanted = list(fields)
+
+        def call(c: _Connection) -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = []
+            token: str | None = None
+            for _ in range(_MAX_PAGES):
+                page_size = min(_PAGE, max_results - len(found))
+                if page_size <= 0:
+                    break
+                body: dict[str, Any] = {"jql": jql, "fields": wanted, "maxResults": page_size}
+                if c.is_cloud:
+                    if token:
+                        body["nextPageToken"] = token
+                    page = c.request("POST", "search/jql", body=body, api="3")
+                else:
+                    body["startAt"] = len(found)
+                    page = c.request("POST", "search", body=body)
+                issues = [i for i in page.get("issues") or [] if isinstance(i, dict)]
+                found.extend(issues)
+                if c.is_cloud:
+                    token = page.get("nextPageToken")
+                    if not token or page.get("isLast") or not issues:
+                        break
+                elif not issues or len(found) >= int(page.get("total") or 0):
+                    break
+            return found[:max_results]
+
+        return await self._call(call)
+
+
+def _wanted(issue_type: RestIssueTypeMeta, issue_type_ids: Sequence[str] | None) -> bool:
+    return issue_type_ids is None or (issue_type.id or "") in issue_type_ids
+
+
+def _paged_create_meta(c: _Connection, project_key: str, issue_type_ids: Sequence[str] | None) -> CreateMeta:
+    project = quote(project_key)
+    issue_types: list[RestIssueTypeMeta] = []
+    start = 0
+    for _ in range(_MAX_PAGES):
+        page = RestIssueTypePage.model_validate(
+            c.request(
+                "GET",
+                f"issue/createmeta/{project}/issuetypes",
+                params={"startAt": start, "maxResults": _PAGE},
+            )
+        )
+        issue_types.extend(page.items)
+        start += len(page.items)
+        if not page.items or not has_more(page, len(page.items)):
+            break
+    result: list[IssueTypeMeta] = []
+    for issue_type in issue_types:
+        if not _wanted(issue_type, issue_type_ids):
+            continue
+        fields: list[FieldMeta] = []
+        start = 0
+        for _ in range(_MAX_PAGES):
+            field_page = RestFieldPage.model_validate(
+                c.request(
+                    "GET",
+                    f"issue/createmeta/{project}/issuetypes/{quote(issue_type.id or '')}",
+                    params={"startAt": start, "maxResults": _PAGE},
+                )
+            )
+            fields.extend(_field_meta(f.field_id or f.key or "", f) for f in field_page.items)
+            start += len(field_page.items)
+            if not field_page.items or not has_more(field_page, len(field_page.items)):
+                break
+        result.append(_issue_type_meta(issue_type, fields))
+    # The per-project endpoints do not name the project id; the issue type scope is not
+    # reliable either, so it is left empty rather than guessed.
+    return CreateMeta(project_key=project_key, project_id="", issue_types=tuple(result))
+
+
+def _legacy_create_meta(c: _Connection, project_key: str, issue_type_ids: Sequence[str] | None) -> CreateMeta:
+    params: dict[str, Any] = {"projectKeys": project_key, "expand": "projects.issuetypes.fields"}
+    if issue_type_ids:
+        params["issuetypeIds"] = ",".join(issue_type_ids)
+    meta = RestLegacyCreateMeta.model_validate(c.request("GET", "issue/createmeta", params=params))
+    project = next((p for p in meta.projects if (p.key or "").upper() == project_key.upper()), None)
+    if project is None:
+        # Jira answers 200 with no project when the user cannot create issues there.
+        raise JiraError("not_found", status=404, detail=f"no create screen for project {project_key}")
+    issue_types = [
+        _issue_type_meta(t, [_field_meta(fid, f) for fid, f in (t.fields or {}).items()])
+        for t in project.issuetypes
+        if _wanted(t, issue_type_ids)
+    ]
+    return CreateMeta(
+        project_key=project.key or project_key, project_id=project.id or "", issue_types=tuple(issue_types)
+    )
+
+
+def _field_meta(field_id: str, meta: RestFieldMeta) -> FieldMeta:
+    return FieldMeta.from_rest(field_id, meta)
+
+
+def _issue_type_meta(issue_type: RestIssueTypeMeta, fields: list[FieldMeta]) -> IssueTypeMeta:
+    return IssueTypeMeta(
+        id=issue_type.id or "", name=issue_type.name or "", subtask=issue_type.subtask, fields=tuple(fields)
+    )
