@@ -58,7 +58,14 @@ def _create_initial_schema(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=tables, checkfirst=True)
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _create_initial_schema),)
+def _create_account_tables(conn: Connection) -> None:
+    schema.metadata.create_all(conn, tables=[schema.connections, schema.user_prefs], checkfirst=True)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _create_initial_schema),
+    Migration(2, "connected Jira accounts and user preferences", _create_account_tables),
+)
 LATEST_VERSION = MIGRATIONS[-1].version
 
 

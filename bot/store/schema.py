@@ -143,3 +143,35 @@ kv = sa.Table(
     sa.Column("value", JSONType, nullable=True),
     sa.Column("expires_at", UTCDateTime, nullable=True, index=True),
 )
+
+# ------------------------------------------------------------------------- version 2: accounts
+
+connections = sa.Table(
+    "connections",
+    metadata,
+    sa.Column("mm_user_id", sa.String(64), primary_key=True),
+    sa.Column("instance_id", sa.String(512), primary_key=True),
+    # accountId on Jira Cloud, username on Server/Data Center: maps Jira users to Mattermost users.
+    sa.Column("jira_account_id", sa.String(255), nullable=True),
+    sa.Column("jira_name", sa.String(255), nullable=True),
+    sa.Column("display_name", sa.String(255), nullable=False, server_default=""),
+    sa.Column("email", sa.String(320), nullable=True),
+    # Sealed with bot.accounts.crypto.TokenCipher: never a plaintext token.
+    sa.Column("credentials", sa.Text, nullable=False),
+    sa.Column("auth_type", sa.String(16), nullable=False),  # oauth2 | oauth1 | pat
+    sa.Column("settings", JSONType, nullable=False),  # notification switches
+    sa.Column("revision", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("connected_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index(None, "instance_id", "jira_account_id"),
+    sa.Index(None, "instance_id", "jira_name"),
+)
+
+user_prefs = sa.Table(
+    "user_prefs",
+    metadata,
+    sa.Column("mm_user_id", sa.String(64), primary_key=True),
+    sa.Column("default_instance", sa.String(512), nullable=True),
+    sa.Column("last_project", sa.String(255), nullable=True),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
