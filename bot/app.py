@@ -22,11 +22,21 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from bot.accounts.crypto import TokenCipher, load_or_create_key
+from bot.accounts.models import JiraIdentity, TokenRejected
+from bot.accounts.service import AccountService
+from bot.accounts.store import ConnectionStore
+from bot.commands.context import Deps
+from bot.commands.service import CommandService
 from bot.config import Settings
 from bot.instances import InstanceDirectory
+from bot.jira.client import JiraGateway
+from bot.jira.credentials import Credentials
+from bot.jira.errors import JiraError
 from bot.mattermost.client import MattermostClient
 from bot.mattermost.console import ConsoleSink
 from bot.mattermost.models import PostSink
+from bot.mattermost.payloads import ActionFactory
 from bot.metrics import Metrics
 from bot.pipeline.config_subscriptions import sync_config_subscriptions
 from bot.pipeline.delivery import DeliveryWorker
@@ -34,9 +44,13 @@ from bot.pipeline.intake import Intake
 from bot.pipeline.issue_memory import IssueMemory
 from bot.pipeline.processor import EventProcessor
 from bot.pipeline.subscriptions import SubscriptionCache
+from bot.security.signing import ContextSigner, derive_key
 from bot.store.db import Database, make_engine
 from bot.web.health import HealthHandler
 from bot.web.jira_webhook import JiraWebhookHandler
+from bot.web.mm_command import SlashCommandHandler
+from bot.web.mm_interactive import InteractiveHandler
+from bot.web.oauth import OAuthHandler
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +74,7 @@ class Services:
     owner: str
     webhook_secret: str
     instances: InstanceDirectory
+    commands: CommandService | None = None
     process_wake: asyncio.Event = field(default_factory=asyncio.Event)
     delivery_wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -108,6 +123,68 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             body=b'{"status": "error", "reason": "internal error"}',
             headers={"Content-Type": "application/json"},
         )
+
+
+def _command_service(
+    settings: Settings,
+    db: Database,
+    directory: InstanceDirectory,
+    mattermost: MattermostClient,
+    subs: SubscriptionCache,
+    metrics: Metrics,
+    clock: Callable[[], datetime],
+) -> CommandService:
+    master = load_or_create_key(settings)
+    cipher = TokenCipher(master)
+    gateway = JiraGateway.from_settings(settings.jira)
+
+    async def verify(base_url: str, credentials: Credentials) -> JiraIdentity:
+        inst = directory.find(base_url)
+        session = gateway.session(base_url, credentials, is_cloud=inst.is_cloud if inst else True)
+        try:
+            me = await session.myself()
+        except JiraError as e:
+            if e.kind in ("auth", "forbidden"):
+                raise TokenRejected(e.user_message()) from None
+            raise
+        return JiraIdentity(
+            account_id=me.account_id or None,
+            name=me.name or None,
+            display_name=me.display_name,
+            email=me.email or None,
+        )
+
+    accounts = AccountService.from_settings(
+        settings,
+        store=ConnectionStore(db.engine, cipher),
+        kv=db.kv,
+        cipher=cipher,
+        verify=verify,
+        instances=directory,
+    )
+    signer = ContextSigner(derive_key(master, "interactive-contexts"))
+
+    async def notify_user(user_id: str, message: str) -> None:
+        try:
+            await mattermost.send_direct_message(user_id, message)
+        except Exception as e:  # a DM is a courtesy; its failure must not fail the request
+            log.warning("could not send a direct message to %s: %s", user_id, e)
+
+    deps = Deps(
+        settings=settings,
+        db=db,
+        instances=directory,
+        accounts=accounts,
+        jira=gateway,
+        mattermost=mattermost,
+        subscriptions=subs,
+        signer=signer,
+        actions=ActionFactory(signer, f"{settings.server.public_url}/mattermost/actions", clock=clock),
+        metrics=metrics,
+        clock=clock,
+        notify_user=notify_user,
+    )
+    return CommandService(deps)
 
 
 def create_app(
@@ -205,6 +282,32 @@ def create_app(
         refresh_metrics=refresh_backlog,
     )
     app.add_routes(webhook.routes() + health.routes())
+
+    # Slash commands and interactivity need a real Mattermost to talk back to.
+    commands: CommandService | None = None
+    if isinstance(the_sink, MattermostClient):
+        commands = _command_service(settings, db, directory, the_sink, subs, metrics, clock)
+        slash = SlashCommandHandler(
+            commands,
+            tokens=[t.get_secret_value() for t in settings.mattermost.command_tokens],
+        )
+
+        async def remember_nonce(nonce: str, expires_at: datetime) -> bool:
+            return await db.kv.add(f"nonce:{nonce}", True, expires_at=expires_at, now=clock())
+
+        interactive = InteractiveHandler(commands, commands.deps.signer, remember=remember_nonce, clock=clock)
+        oauth = OAuthHandler(commands.deps.accounts, clock=clock)
+        app.add_routes(slash.routes() + interactive.routes() + oauth.routes())
+        services.commands = commands
+
+        async def command_lifecycle(_app: web.Application) -> AsyncIterator[None]:
+            yield
+            await slash.close()
+            assert commands is not None
+            await commands.deps.accounts.close()
+            await commands.deps.jira.close()
+
+        app.cleanup_ctx.append(command_lifecycle)
 
     async def storage(_app: web.Application) -> AsyncIterator[None]:
         await db.migrate()

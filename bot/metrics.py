@@ -38,5 +38,9 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.commands = Counter(
+            "jira_chatops_commands", "Slash commands run, by command", ["command"], registry=self.registry
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

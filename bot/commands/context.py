@@ -1,0 +1,186 @@
+"""What a command, button or dialog handler gets: who asked, where, and the services to act with.
+
+Handlers act in Jira only with the asking user's own credentials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from bot.accounts.service import AccountError, AccountService, ReconnectRequired
+from bot.config import Settings
+from bot.instances import Instance, InstanceDirectory
+from bot.jira.client import JiraGateway, JiraSession
+from bot.jira.errors import JiraError
+from bot.mattermost.client import MattermostClient
+from bot.mattermost.models import DeliveryError
+from bot.mattermost.payloads import ActionFactory
+from bot.metrics import Metrics
+from bot.pipeline.subscriptions import SubscriptionCache
+from bot.security.signing import ContextSigner
+from bot.store.db import Database
+
+
+class CommandError(Exception):
+    """A reason the request cannot be done, worded for the user (what happened, what to do)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass
+class Deps:
+    """The services handlers use; built once by the composition root."""
+
+    settings: Settings
+    db: Database
+    instances: InstanceDirectory
+    accounts: AccountService
+    jira: JiraGateway
+    mattermost: MattermostClient
+    subscriptions: SubscriptionCache
+    signer: ContextSigner
+    actions: ActionFactory
+    metrics: Metrics
+    clock: Callable[[], datetime]
+    # Sends a DM from the bot (used to tell a user their Jira connection was dropped).
+    notify_user: Callable[[str, str], Awaitable[None]]
+
+    @property
+    def public_url(self) -> str:
+        return self.settings.server.public_url
+
+    @property
+    def dialog_url(self) -> str:
+        return f"{self.public_url}/mattermost/dialogs"
+
+
+@dataclass
+class Caller:
+    """The Mattermost user behind a command, click or dialog, and where they are."""
+
+    deps: Deps
+    user_id: str
+    channel_id: str
+    team_id: str = ""
+    user_name: str = ""
+    trigger_id: str = ""
+    root_id: str = ""
+    _admin: bool | None = field(default=None, repr=False)
+    _jira_instance: Instance | None = field(default=None, repr=False)
+
+    def now(self) -> datetime:
+        return self.deps.clock()
+
+    async def is_admin(self) -> bool:
+        """Asked of Mattermost (never trusted from the request), once per request."""
+        if self._admin is None:
+            try:
+                self._admin = await self.deps.mattermost.is_system_admin(self.user_id)
+            except DeliveryError:
+                self._admin = False
+        return self._admin
+
+    async def require_admin(self) -> None:
+        if not await self.is_admin():
+            raise CommandError("This command is for Mattermost system admins.")
+
+    def instance_named(self, name: str) -> Instance:
+        inst = self.deps.instances.find(name)
+        if inst is None:
+            known = ", ".join(f"`{i.alias or i.url}`" for i in self.deps.instances.all()) or "none yet"
+            raise CommandError(f"There is no Jira instance `{name}` (known: {known}).")
+        return inst
+
+    async def choose_instance(self, requested: str | None = None) -> Instance:
+        """`--instance` when given, else the user's default, else the only instance they are
+        connected to, else the only one installed; else an error that says how to choose."""
+        if requested:
+            return self.instance_named(requested)
+        accounts = self.deps.accounts
+        default = await accounts.default_instance(self.user_id)
+        if default and (found := self.deps.instances.find(default)) is not None:
+            return found
+        connected = [
+            inst
+            for c in await accounts.connections_for(self.user_id)
+            if (inst := self.deps.instances.find(c.instance_id)) is not None
+        ]
+        if len(connected) == 1:
+            return connected[0]
+        everything = self.deps.instances.all()
+        if len(everything) == 1:
+            return everything[0]
+        if not everything:
+            raise CommandError(
+                "No Jira instance is installed yet. A system admin can add one: `/jira setup`."
+            )
+        names = ", ".join(f"`{i.alias or i.url}`" for i in everything)
+        raise CommandError(
+            f"Several Jira instances are installed ({names}): add `--instance URL|alias` to say which, "
+            "or set your default with `/jira instance default`."
+        )
+
+    async def jira(self, instance: Instance) -> JiraSession:
+        """A Jira session with the user's own credentials; CommandError when not connected."""
+        try:
+            creds = await self.deps.accounts.credentials_for(self.user_id, instance.url, now=self.now())
+        except ReconnectRequired as e:
+            if e.notify:
+                await self.deps.notify_user(self.user_id, str(e))
+            raise CommandError(str(e)) from None
+        except AccountError as e:
+            raise CommandError(str(e)) from None
+        if creds is None:
+            raise CommandError(
+                f"Your Mattermost account is not connected to {instance.label}. "
+                f"Run `/jira connect{' ' + instance.alias if instance.alias else ''}` first."
+            )
+        self._jira_instance = instance
+        return self.deps.jira.session(instance.url, creds, is_cloud=instance.is_cloud)
+
+    async def explain(self, error: JiraError) -> str:
+        """What the user is told about a Jira failure; a refused token disconnects them."""
+        instance = self._jira_instance
+        if error.kind == "auth" and instance is not None:
+            due = await self.deps.accounts.on_revoked(self.user_id, instance.url, now=self.now())
+            message = (
+                f"Jira did not accept your credentials for {instance.label}, so your account was "
+                "disconnected. Run `/jira connect` to connect again."
+            )
+            if due:
+                await self.deps.notify_user(self.user_id, message)
+            return message
+        return error.user_message()
+
+
+@dataclass
+class CommandContext(Caller):
+    """A slash command: its arguments and `--instance` option."""
+
+    args: tuple[str, ...] = ()
+    instance_arg: str | None = None
+    command: str = ""
+    response_url: str = ""
+
+
+@dataclass
+class ActionContext(Caller):
+    """A button click or menu choice on a post of the bot's; `data` is the verified context."""
+
+    post_id: str = ""
+    data: Mapping[str, Any] = field(default_factory=dict)
+    selected: str | None = None
+
+
+@dataclass
+class DialogContext(Caller):
+    """A submitted dialog; `state` is the verified context it was opened with."""
+
+    state: Mapping[str, Any] = field(default_factory=dict)
+    submission: Mapping[str, Any] = field(default_factory=dict)
+    cancelled: bool = False

@@ -1,0 +1,116 @@
+"""Runs slash commands, button clicks and dialog submissions against the registered handlers.
+
+Every failure a user can cause or meet ends as a one-line ephemeral explanation.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from bot.commands import handlers  # noqa: F401  (registers the commands)
+from bot.commands.context import ActionContext, CommandContext, CommandError, Deps, DialogContext
+from bot.commands.registry import Help
+from bot.commands.table import ACTIONS, COMMANDS, DIALOGS
+from bot.jira.errors import JiraError
+from bot.mattermost.models import DeliveryError
+from bot.mattermost.payloads import (
+    ActionRequest,
+    ActionResponse,
+    CommandResponse,
+    DialogResponse,
+    DialogSubmission,
+    SlashCommandRequest,
+)
+
+log = logging.getLogger(__name__)
+
+MATTERMOST_DOWN = "Mattermost did not answer the bot; try again in a moment."
+
+
+class CommandService:
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+
+    async def handle(self, request: SlashCommandRequest) -> CommandResponse:
+        text = request.text.strip()
+        ctx = CommandContext(
+            deps=self.deps,
+            user_id=request.user_id,
+            channel_id=request.channel_id,
+            team_id=request.team_id,
+            user_name=request.user_name,
+            trigger_id=request.trigger_id,
+            root_id=request.root_id or "",
+            response_url=request.response_url,
+        )
+        extra = self.deps.settings.commands.extra_help
+        found = COMMANDS.resolve_or_help(text, is_admin=False, extra=extra)
+        if isinstance(found, Help):
+            # Admins see the admin part of the help; asking Mattermost only when help is shown.
+            if await ctx.is_admin():
+                found = COMMANDS.resolve_or_help(text, is_admin=True, extra=extra)
+            if isinstance(found, Help):
+                return CommandResponse.ephemeral(found.text)
+        ctx.args = found.args
+        ctx.instance_arg = found.instance
+        ctx.command = found.spec.name
+        try:
+            if found.spec.admin:
+                await ctx.require_admin()
+            response = await found.spec.handler(ctx)
+        except CommandError as e:
+            return CommandResponse.ephemeral(e.message)
+        except JiraError as e:
+            return CommandResponse.ephemeral(await ctx.explain(e))
+        except DeliveryError:
+            return CommandResponse.ephemeral(MATTERMOST_DOWN)
+        self.deps.metrics.commands.labels(found.spec.name).inc()
+        return response
+
+    async def handle_action(self, request: ActionRequest) -> ActionResponse:
+        name = str(request.context.get("action", ""))
+        handler = ACTIONS.get(name)
+        if handler is None:
+            return ActionResponse.ephemeral("This button is no longer supported.")
+        ctx = ActionContext(
+            deps=self.deps,
+            user_id=request.user_id,
+            channel_id=request.channel_id,
+            team_id=request.team_id,
+            user_name=request.user_name,
+            trigger_id=request.trigger_id,
+            post_id=request.post_id,
+            data=request.context,
+            selected=request.selected_option,
+        )
+        try:
+            return await handler(ctx)
+        except CommandError as e:
+            return ActionResponse.ephemeral(e.message)
+        except JiraError as e:
+            return ActionResponse.ephemeral(await ctx.explain(e))
+        except DeliveryError:
+            return ActionResponse.ephemeral(MATTERMOST_DOWN)
+
+    async def handle_dialog(self, submission: DialogSubmission) -> DialogResponse | None:
+        name = str(submission.context.get("dialog", ""))
+        handler = DIALOGS.get(name)
+        if handler is None:
+            return DialogResponse(error="This dialog is no longer supported; run the command again.")
+        ctx = DialogContext(
+            deps=self.deps,
+            user_id=submission.user_id,
+            channel_id=submission.channel_id,
+            team_id=submission.team_id,
+            state=submission.context,
+            submission=submission.submission,
+            cancelled=submission.cancelled,
+        )
+        try:
+            return await handler(ctx)
+        except CommandError as e:
+            return DialogResponse(error=e.message)
+        except JiraError as e:
+            return DialogResponse(error=await ctx.explain(e))
+        except DeliveryError:
+            return DialogResponse(error=MATTERMOST_DOWN)
