@@ -1,1 +1,3 @@
 """Command handlers, one module per command group; importing this package registers them."""
+
+from bot.commands.handlers import account  # noqa: F401
