@@ -6,6 +6,8 @@ Secrets are best given through the environment (see config.example.yaml).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -210,6 +212,20 @@ class SecuritySettings(_Section):
     # Key that encrypts Jira tokens at rest and signs interactive contexts: 32 random bytes,
     # urlsafe-base64 encoded. Absent: one is generated into <data_dir>/encryption-key.
     encryption_key: SecretStr | None = None
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _key_shape(cls, v: SecretStr | None) -> SecretStr | None:
+        text = v.get_secret_value().strip() if v is not None else ""
+        if not text:
+            return None
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        except (binascii.Error, ValueError):
+            raise ValueError("must be urlsafe-base64 text") from None
+        if len(raw) != 32:
+            raise ValueError(f"must decode to 32 bytes, got {len(raw)}")
+        return v
 
 
 class LoggingSettings(_Section):

@@ -60,6 +60,12 @@ def test_generic_nested_override() -> None:
         ("[1, 2]", {}, "mapping"),
         ("server: {port: [", {}, "not valid YAML"),
         ("", {"PORT": "eighty"}, "server.port"),
+        ("", {"BOT_ENCRYPTION_KEY": "c2hvcnQ="}, "security.encryption_key: Value error, must decode to 32"),
+        (
+            "",
+            {"MATTERMOST_COMMAND_TOKENS": "a,b", "JIRA_CHATOPS__COMMANDS__SUBSCRIPTION_ROLE": "boss"},
+            "commands",
+        ),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, yaml_text: str, env: dict[str, str], fragment: str) -> None:
