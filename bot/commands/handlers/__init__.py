@@ -1,3 +1,6 @@
 """Command handlers, one module per command group; importing this package registers them."""
 
-from bot.commands.handlers import account  # noqa: F401
+from bot.commands.handlers import (
+    account,  # noqa: F401
+    issue,  # noqa: F401
+)
