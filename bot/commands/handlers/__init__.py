@@ -2,5 +2,7 @@
 
 from bot.commands.handlers import (
     account,  # noqa: F401
+    admin,  # noqa: F401
     issue,  # noqa: F401
+    subscribe,  # noqa: F401
 )

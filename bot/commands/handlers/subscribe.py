@@ -1,0 +1,581 @@
+"""subscribe list, show, add, edit and remove: a channel's Jira subscriptions, managed from chat.
+
+Changing a channel's subscriptions needs the configured Mattermost role, optionally membership of
+configured Jira groups, and a connected Jira account, whose credentials check that the projects
+are readable. Changes are announced in the channel and reload routing on every replica.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from bot.commands.context import Caller, CommandContext, CommandError, DialogContext
+from bot.commands.subscription_text import (
+    CUSTOM_FIELD_EVENT_HINT,
+    EVENT_CHOICES,
+    SubscriptionTextError,
+    check_complete,
+    event_order,
+    format_command,
+    format_field_filters,
+    parse_command,
+    parse_events,
+    parse_field_filters,
+    parse_issue_types,
+    parse_name,
+    parse_projects,
+)
+from bot.commands.table import COMMANDS, dialog
+from bot.instances import Instance
+from bot.jira.client import JiraSession
+from bot.jira.events import EVENT_CREATED
+from bot.mattermost.models import DeliveryError, OutgoingPost
+from bot.mattermost.payloads import (
+    DIALOG_TEXT_MAX,
+    CommandResponse,
+    Dialog,
+    DialogElement,
+    DialogResponse,
+)
+from bot.routing.model import Subscription, SubscriptionFilters
+from bot.store.interfaces import SubscriptionRecord, SubscriptionSource
+
+log = logging.getLogger(__name__)
+
+SAVE_DIALOG = "subscribe.save"
+DIALOG_TTL_SECONDS = 1800
+PROJECTS_SHOWN = 20
+
+ROLE_USERS = "users"
+ROLE_CHANNEL_ADMIN = "channel_admin"
+ROLE_TEAM_ADMIN = "team_admin"
+ROLE_SYSTEM_ADMIN = "system_admin"
+_ROLE_REFUSALS = {
+    ROLE_CHANNEL_ADMIN: "Only channel admins (and team and system admins) can change this channel's "
+    "Jira subscriptions.",
+    ROLE_TEAM_ADMIN: "Only team admins (and system admins) can change this channel's Jira subscriptions.",
+    ROLE_SYSTEM_ADMIN: "Only Mattermost system admins can change this channel's Jira subscriptions.",
+}
+NOT_HERE = (
+    "Subscriptions cannot be made in direct or group messages: run the command in the public or "
+    "private channel that should receive the posts."
+)
+CHANNEL_UNSEEN = (
+    "The bot cannot see this channel. Subscriptions work in public and private channels; in a "
+    "private channel, add the bot first. Direct and group messages cannot have subscriptions."
+)
+TEXT_FORM = (
+    '`/jira subscribe add "Bugs in WEB" projects=WEB events=event_created,event_updated_status '
+    'issue_types=Bug fields="priority include_any High,Highest"`'
+)
+
+COMMANDS.group("subscribe", help="Manage this channel's Jira subscriptions")
+
+
+# -- permissions ---------------------------------------------------------------------------------
+
+
+async def _channel(caller: Caller, channel_id: str) -> dict[str, Any]:
+    """The channel, if subscriptions may live there (not a direct or group message)."""
+    try:
+        channel = await caller.deps.mattermost.get_channel(channel_id)
+    except DeliveryError as e:
+        if e.status in (403, 404):
+            raise CommandError(CHANNEL_UNSEEN) from None
+        raise
+    if channel.get("type") in ("D", "G"):
+        raise CommandError(NOT_HERE)
+    return channel
+
+
+def _roles(member: Mapping[str, Any] | None) -> set[str]:
+    return set(str(member.get("roles", "")).split()) if member else set()
+
+
+async def _has_role(caller: Caller, channel: Mapping[str, Any], role: str) -> bool:
+    """Whether Mattermost gives the caller `role` or a higher one (users < channel_admin <
+    team_admin < system_admin) in the channel; asked of Mattermost every time."""
+    if await caller.is_admin():
+        return True
+    if role == ROLE_SYSTEM_ADMIN:
+        return False
+    mm = caller.deps.mattermost
+    member = await mm.get_channel_member(str(channel["id"]), caller.user_id)
+    if member is None:
+        raise CommandError("You are not a member of this channel, so you cannot change its subscriptions.")
+    if role == ROLE_USERS:
+        return True
+    if role == ROLE_CHANNEL_ADMIN and ROLE_CHANNEL_ADMIN in _roles(member):
+        return True
+    team_id = str(channel.get("team_id") or caller.team_id)
+    return bool(team_id) and ROLE_TEAM_ADMIN in _roles(await mm.get_team_member(team_id, caller.user_id))
+
+
+async def require_subscription_editor(caller: Caller, channel_id: str, instance: Instance) -> JiraSession:
+    """Refuse (CommandError) unless the caller may change the channel's subscriptions for the
+    instance; returns the caller's own Jira session, with which projects are then checked."""
+    channel = await _channel(caller, channel_id)
+    settings = caller.deps.settings.commands
+    role = settings.subscription_role
+    if not await _has_role(caller, channel, role):
+        raise CommandError(_ROLE_REFUSALS[role])
+    session = await caller.jira(instance)
+    if settings.subscription_jira_groups:
+        wanted = {g.strip().casefold() for g in settings.subscription_jira_groups if g.strip()}
+        groups = {g.strip().casefold() for g in await session.user_groups()}
+        if wanted and wanted.isdisjoint(groups):
+            names = ", ".join(f"`{g}`" for g in settings.subscription_jira_groups)
+            raise CommandError(
+                f"Changing subscriptions needs membership of one of these Jira groups on "
+                f"{instance.label}: {names}. Ask a Jira administrator to add you."
+            )
+    return session
+
+
+async def check_projects(session: JiraSession, projects: tuple[str, ...] | frozenset[str]) -> None:
+    """Every project must be readable with the user's own credentials."""
+    visible = sorted({p.key.upper() for p in await session.projects() if p.key})
+    missing = sorted(k for k in projects if k.upper() not in visible)
+    if missing:
+        shown = ", ".join(visible[:PROJECTS_SHOWN]) or "none"
+        if len(visible) > PROJECTS_SHOWN:
+            shown += f" and {len(visible) - PROJECTS_SHOWN} more"
+        raise SubscriptionTextError(
+            "projects",
+            f"your Jira account cannot read {', '.join(missing)} (or it does not exist). "
+            f"Projects you can read: {shown}.",
+        )
+
+
+# -- lookups and storage -------------------------------------------------------------------------
+
+
+def _md(text: str) -> str:
+    """Text shown in bold in Markdown, with the characters that would end the bold escaped."""
+    return re.sub(r"([*_~`\\])", r"\\\1", text)
+
+
+async def _channel_records(caller: Caller, channel_id: str) -> list[SubscriptionRecord]:
+    records = await caller.deps.db.subscriptions.list_records()
+    mine = [r for r in records if r.subscription.channel_id == channel_id]
+    return sorted(mine, key=lambda r: r.subscription.name.casefold())
+
+
+def _find(records: list[SubscriptionRecord], name: str) -> SubscriptionRecord | None:
+    wanted = " ".join(name.split()).casefold()
+    return next((r for r in records if r.subscription.name.casefold() == wanted), None)
+
+
+async def _named(caller: Caller, channel_id: str, name: str, *, editable: bool) -> SubscriptionRecord:
+    if not name.strip():
+        raise CommandError('Name the subscription, e.g. `/jira subscribe show "Bugs in WEB"`.')
+    records = await _channel_records(caller, channel_id)
+    found = _find(records, name)
+    if found is None:
+        known = ", ".join(f"**{_md(r.subscription.name)}**" for r in records) or "none"
+        raise CommandError(f"This channel has no subscription named **{_md(name)}** (it has: {known}).")
+    if editable and found.source == SubscriptionSource.CONFIG.value:
+        raise CommandError(
+            f"**{_md(found.subscription.name)}** is declared in the bot's configuration file and is "
+            "recreated at every start; change it there."
+        )
+    return found
+
+
+def _name_taken(records: list[SubscriptionRecord], name: str, except_id: str = "") -> bool:
+    found = _find(records, name)
+    return found is not None and found.subscription.id != except_id
+
+
+async def _store(caller: Caller, sub: Subscription) -> None:
+    await caller.deps.db.subscriptions.upsert(sub, now=caller.now())
+    await caller.deps.subscriptions.changed()
+
+
+def _instance_of(caller: Caller, sub: Subscription) -> Instance:
+    inst = caller.deps.instances.find(sub.instance_id)
+    if inst is None:
+        raise CommandError(
+            f"**{_md(sub.name)}** is for {sub.instance_id}, which is no longer installed; "
+            f"remove it with `/jira subscribe remove {sub.name}`."
+        )
+    return inst
+
+
+# -- text -----------------------------------------------------------------------------------------
+
+
+def _summary(sub: Subscription, caller: Caller, source: str) -> str:
+    f = sub.filters
+    parts = [f"projects {', '.join(sorted(f.projects)) or 'none'}"]
+    parts.append(f"events {', '.join(event_order(f.events)) or 'none'}")
+    if f.issue_types:
+        parts.append(f"issue types {', '.join(sorted(f.issue_types))}")
+    if f.fields:
+        parts.append(f"{len(f.fields)} field filter{'s' if len(f.fields) > 1 else ''}")
+    if len(caller.deps.instances.all()) > 1:
+        inst = caller.deps.instances.find(sub.instance_id)
+        parts.append(f"on {inst.alias or inst.url if inst else sub.instance_id}")
+    if source == SubscriptionSource.CONFIG.value:
+        parts.append("from the configuration file")
+    return f"* **{_md(sub.name)}**: " + "; ".join(parts)
+
+
+async def _details(sub: Subscription, caller: Caller) -> str:
+    f = sub.filters
+    inst = caller.deps.instances.find(sub.instance_id)
+    lines = [
+        f"#### Subscription **{_md(sub.name)}**",
+        f"* Jira: {inst.label if inst else sub.instance_id}",
+        f"* Projects: {', '.join(sorted(f.projects)) or 'none'}",
+        f"* Events: {', '.join(event_order(f.events)) or 'none'}",
+        f"* Issue types: {', '.join(sorted(f.issue_types)) or 'all'}",
+    ]
+    if f.fields:
+        lines.append("* Field filters:")
+        lines += [f"  * `{line}`" for line in format_field_filters(f.fields, "\n").splitlines()]
+    if sub.created_by and sub.created_by != "config":
+        lines.append(f"* Added by {await _user_label(caller, sub.created_by)}")
+    lines += ["", "As one line:", "```", f"/jira subscribe edit {format_command(sub)}", "```"]
+    return "\n".join(lines)
+
+
+# -- commands -------------------------------------------------------------------------------------
+
+
+@COMMANDS.command("subscribe", help="List this channel's Jira subscriptions", hidden=True)
+async def subscribe_bare(ctx: CommandContext) -> CommandResponse:
+    if ctx.args:
+        raise CommandError(
+            "Use `/jira subscribe list`, `show NAME`, `add`, `edit NAME` or `remove NAME`. "
+            f"One-line form: {TEXT_FORM}"
+        )
+    return await subscribe_list(ctx)
+
+
+@COMMANDS.command(
+    "subscribe list",
+    help="List this channel's subscriptions (`all`: every channel's, for system admins)",
+    usage="[all]",
+)
+async def subscribe_list(ctx: CommandContext) -> CommandResponse:
+    if ctx.args and ctx.args[0].lower() == "all":
+        return await _list_all(ctx)
+    if ctx.args:
+        raise CommandError("Use `/jira subscribe list` or, for system admins, `/jira subscribe list all`.")
+    records = await _channel_records(ctx, ctx.channel_id)
+    if not records:
+        text = (
+            "This channel has no Jira subscriptions. Add one with `/jira subscribe add`, "
+            f"or in one line: {TEXT_FORM}."
+        )
+    else:
+        lines = ["###### Jira subscriptions of this channel"]
+        lines += [_summary(r.subscription, ctx, r.source) for r in records]
+        lines.append("Details: `/jira subscribe show NAME`.")
+        text = "\n".join(lines)
+    if await ctx.is_admin():
+        others = await ctx.deps.db.subscriptions.count() - len(records)
+        if others > 0:
+            text += f"\n{others} more in other channels: `/jira subscribe list all`."
+    return CommandResponse.ephemeral(text)
+
+
+async def _list_all(ctx: CommandContext) -> CommandResponse:
+    await ctx.require_admin()
+    records = await ctx.deps.db.subscriptions.list_records()
+    if not records:
+        return CommandResponse.ephemeral("No channel has Jira subscriptions yet.")
+    by_channel: dict[str, list[SubscriptionRecord]] = {}
+    for r in records:
+        by_channel.setdefault(r.subscription.channel_id, []).append(r)
+    lines = [f"###### Jira subscriptions of all channels ({len(records)})"]
+    for channel_id, group in by_channel.items():
+        lines.append(f"**{await _channel_label(ctx, channel_id)}**")
+        group.sort(key=lambda r: r.subscription.name.casefold())
+        lines += [_summary(r.subscription, ctx, r.source) for r in group]
+    return CommandResponse.ephemeral("\n".join(lines))
+
+
+async def _user_label(caller: Caller, user_id: str) -> str:
+    try:
+        user = await caller.deps.mattermost.get_user(user_id)
+    except DeliveryError:
+        return f"user `{user_id}`"
+    return f"@{user.get('username') or user_id}"
+
+
+async def _channel_label(caller: Caller, channel_id: str) -> str:
+    try:
+        channel = await caller.deps.mattermost.get_channel(channel_id)
+    except DeliveryError:
+        return f"channel {channel_id}"
+    return f"~{channel.get('name') or channel_id}"
+
+
+@COMMANDS.command("subscribe show", help="Show one of this channel's subscriptions", usage="NAME")
+async def subscribe_show(ctx: CommandContext) -> CommandResponse:
+    found = await _named(ctx, ctx.channel_id, " ".join(ctx.args), editable=False)
+    return CommandResponse.ephemeral(await _details(found.subscription, ctx))
+
+
+@COMMANDS.command(
+    "subscribe add",
+    help=f"Subscribe this channel to Jira events: opens a dialog, or in one line: {TEXT_FORM}",
+    usage='[NAME projects=KEYS events=EVENTS [issue_types=TYPES] [fields="KEY INCLUSION VALUES; …"]]',
+    instance_option=True,
+)
+async def subscribe_add(ctx: CommandContext) -> CommandResponse:
+    try:
+        draft = parse_command(ctx.args) if ctx.args else None
+    except SubscriptionTextError as e:
+        raise CommandError(e.message) from None
+    inst = await ctx.choose_instance(ctx.instance_arg)
+    session = await require_subscription_editor(ctx, ctx.channel_id, inst)
+    if draft is None:
+        await ctx.deps.mattermost.open_dialog(
+            ctx.trigger_id, ctx.deps.dialog_url, subscription_dialog(ctx, inst, None)
+        )
+        return CommandResponse.ephemeral("")
+    name = draft.rename or draft.name
+    try:
+        name = parse_name(name)
+        filters = draft.apply()
+        check_complete(filters)
+        await check_projects(session, filters.projects)
+    except SubscriptionTextError as e:
+        raise CommandError(e.message) from None
+    records = await _channel_records(ctx, ctx.channel_id)
+    if _name_taken(records, name):
+        raise CommandError(
+            f"This channel already has a subscription named **{_md(name)}**: "
+            "choose another name, or change it with `/jira subscribe edit`."
+        )
+    sub = Subscription(
+        id=secrets.token_hex(13),
+        name=name,
+        channel_id=ctx.channel_id,
+        instance_id=inst.url,
+        filters=filters,
+        created_by=ctx.user_id,
+    )
+    await _store(ctx, sub)
+    return CommandResponse.in_channel(
+        f"@{ctx.user_name} added the subscription **{_md(name)}** to this channel."
+    )
+
+
+@COMMANDS.command(
+    "subscribe edit",
+    help="Change a subscription: opens the dialog, or give the options to change in one line",
+    usage="NAME [name=NEW] [projects=…] [events=…] [issue_types=…] [fields=…]",
+)
+async def subscribe_edit(ctx: CommandContext) -> CommandResponse:
+    try:
+        draft = parse_command(ctx.args)
+    except SubscriptionTextError as e:
+        raise CommandError(e.message) from None
+    found = await _named(ctx, ctx.channel_id, draft.name, editable=True)
+    old = found.subscription
+    inst = _instance_of(ctx, old)
+    session = await require_subscription_editor(ctx, ctx.channel_id, inst)
+    if not draft.has_options:
+        await ctx.deps.mattermost.open_dialog(
+            ctx.trigger_id, ctx.deps.dialog_url, subscription_dialog(ctx, inst, old)
+        )
+        return CommandResponse.ephemeral("")
+    try:
+        filters = draft.apply(old.filters)
+        check_complete(filters)
+        if draft.projects is not None:
+            await check_projects(session, filters.projects)
+    except SubscriptionTextError as e:
+        raise CommandError(e.message) from None
+    name = draft.rename or old.name
+    if _name_taken(await _channel_records(ctx, ctx.channel_id), name, except_id=old.id):
+        raise CommandError(f"This channel already has a subscription named **{_md(name)}**.")
+    await _store(ctx, old.model_copy(update={"name": name, "filters": filters}))
+    return CommandResponse.in_channel(_changed_text(ctx.user_name, old.name, name))
+
+
+def _changed_text(user_name: str, old_name: str, new_name: str) -> str:
+    if old_name != new_name:
+        return (
+            f"@{user_name} changed the subscription **{_md(old_name)}** of this channel "
+            f"(now named **{_md(new_name)}**)."
+        )
+    return f"@{user_name} changed the subscription **{_md(new_name)}** of this channel."
+
+
+@COMMANDS.command("subscribe remove", help="Remove one of this channel's subscriptions", usage="NAME")
+async def subscribe_remove(ctx: CommandContext) -> CommandResponse:
+    found = await _named(ctx, ctx.channel_id, " ".join(ctx.args), editable=True)
+    sub = found.subscription
+    inst = ctx.deps.instances.find(sub.instance_id)
+    if inst is not None:
+        await require_subscription_editor(ctx, ctx.channel_id, inst)
+    else:
+        # The instance was uninstalled: no Jira account can be asked, so only an admin may clean up.
+        await ctx.require_admin()
+    await ctx.deps.db.subscriptions.delete(sub.id)
+    await ctx.deps.subscriptions.changed()
+    return CommandResponse.in_channel(
+        f"@{ctx.user_name} removed the subscription **{_md(sub.name)}** from this channel."
+    )
+
+
+# -- the dialog -----------------------------------------------------------------------------------
+
+
+def _text_element(name: str, label: str, default: str, **kw: Any) -> DialogElement:
+    # A text field shows at most 150 bytes; a longer value would be cut silently, so it gets a textarea.
+    kind = "text" if len(default.encode()) <= DIALOG_TEXT_MAX else "textarea"
+    return DialogElement(display_name=label, name=name, type=kind, default=default, **kw)
+
+
+def subscription_dialog(caller: Caller, inst: Instance, sub: Subscription | None) -> dict[str, object]:
+    """The add (sub None) or edit dialog; its signed state names the channel, instance and
+    subscription, so a submission cannot be redirected elsewhere."""
+    state = caller.deps.signer.dumps(
+        {
+            "dialog": SAVE_DIALOG,
+            "channel": caller.channel_id,
+            "instance": inst.url,
+            "id": sub.id if sub else "",
+            "by": caller.user_name,
+        },
+        ttl_seconds=DIALOG_TTL_SECONDS,
+        now=caller.now(),
+        user_id=caller.user_id,
+    )
+    f = sub.filters if sub else SubscriptionFilters(events=frozenset({EVENT_CREATED}))
+    intro = (
+        f"Jira events from {inst.label} to post in this channel.\n\n"
+        f"**Events**: {', '.join(f'`{e}`' for e in EVENT_CHOICES)}; `{CUSTOM_FIELD_EVENT_HINT}` "
+        "for a custom field. `event_updated_any` is every update and comment.\n\n"
+        "**Field filters**, one per line: `field inclusion values`, values comma-separated, e.g. "
+        "`priority include_any High,Highest` or `fixVersions empty`. Inclusions: `include_any`, "
+        "`include_all`, `exclude_any`, `empty`, `include_or_empty`."
+    )
+    return Dialog(
+        callback_id=SAVE_DIALOG,
+        title="Edit subscription" if sub else "Add subscription",
+        introduction_text=intro,
+        elements=[
+            _text_element("name", "Name", sub.name if sub else "", placeholder="Bugs in WEB"),
+            _text_element(
+                "projects",
+                "Projects",
+                ", ".join(sorted(f.projects)),
+                placeholder="WEB, API",
+                help_text="Jira project keys, comma-separated.",
+            ),
+            _text_element(
+                "issue_types",
+                "Issue types",
+                ", ".join(sorted(f.issue_types)),
+                placeholder="Bug, Story",
+                help_text="Names or ids, comma-separated. Empty: every type.",
+                optional=True,
+            ),
+            DialogElement(
+                display_name="Events",
+                name="events",
+                type="textarea",
+                default=", ".join(event_order(f.events)),
+                help_text="Event names (listed above), comma-separated.",
+            ),
+            DialogElement(
+                display_name="Field filters",
+                name="fields",
+                type="textarea",
+                default=format_field_filters(f.fields, "\n"),
+                placeholder="priority include_any High,Highest",
+                help_text="Optional. One per line: field inclusion values.",
+                optional=True,
+            ),
+        ],
+        submit_label="Save",
+        state=state,
+    ).to_dict()
+
+
+def _parse_dialog(submission: Mapping[str, Any]) -> tuple[str, SubscriptionFilters, dict[str, str]]:
+    """Name and filters from the dialog fields, with an error per field that is wrong."""
+    errors: dict[str, str] = {}
+
+    def field(name: str) -> str:
+        return str(submission.get(name) or "")
+
+    def read(name: str, parse: Callable[[str, str], Any], default: Any) -> Any:
+        try:
+            return parse(field(name), name)
+        except SubscriptionTextError as e:
+            errors[name] = e.problem
+            return default
+
+    name = read("name", parse_name, "")
+    filters = SubscriptionFilters(
+        projects=read("projects", parse_projects, ()),
+        issue_types=read("issue_types", parse_issue_types, ()),
+        events=read("events", parse_events, ()),
+        fields=read("fields", parse_field_filters, ()),
+    )
+    if not errors:
+        try:
+            check_complete(filters)
+        except SubscriptionTextError as e:
+            errors[e.field] = e.problem
+    return name, filters, errors
+
+
+@dialog(SAVE_DIALOG)
+async def subscription_submitted(ctx: DialogContext) -> DialogResponse | None:
+    if ctx.cancelled:
+        return None
+    channel_id = str(ctx.state.get("channel", ""))
+    sub_id = str(ctx.state.get("id", ""))
+    inst = ctx.instance_named(str(ctx.state.get("instance", "")))
+    # Checked again: the role or the Jira account may have changed since the dialog opened.
+    session = await require_subscription_editor(ctx, channel_id, inst)
+    name, filters, errors = _parse_dialog(ctx.submission)
+    if errors:
+        return DialogResponse(errors=errors)
+    try:
+        await check_projects(session, filters.projects)
+    except SubscriptionTextError as e:
+        return DialogResponse(errors={e.field: e.problem})
+    records = await _channel_records(ctx, channel_id)
+    if _name_taken(records, name, except_id=sub_id):
+        return DialogResponse(errors={"name": "This channel already has a subscription with this name."})
+    user_name = str(ctx.state.get("by", "")) or ctx.user_id
+    if sub_id:
+        old = next((r for r in records if r.subscription.id == sub_id), None)
+        if old is None:
+            return DialogResponse(error="This subscription was removed meanwhile; add it again.")
+        await _store(ctx, old.subscription.model_copy(update={"name": name, "filters": filters}))
+        await _announce(ctx, channel_id, _changed_text(user_name, old.subscription.name, name))
+        return None
+    sub = Subscription(
+        id=secrets.token_hex(13),
+        name=name,
+        channel_id=channel_id,
+        instance_id=inst.url,
+        filters=filters,
+        created_by=ctx.user_id,
+    )
+    await _store(ctx, sub)
+    await _announce(ctx, channel_id, f"@{user_name} added the subscription **{_md(name)}** to this channel.")
+    return None
+
+
+async def _announce(caller: Caller, channel_id: str, message: str) -> None:
+    """Tell the channel; the change is saved already, so a failed post only loses the notice."""
+    try:
+        await caller.deps.mattermost.create_post(OutgoingPost(channel_id=channel_id, message=message))
+    except DeliveryError as e:
+        log.warning("could not announce a subscription change in channel %s: %s", channel_id, e)

@@ -1,0 +1,347 @@
+"""Subscriptions written as text: the one-line form of `/jira subscribe add|edit` and the fields of
+the subscription dialog, parsed and validated here, and formatted back. Pure: no I/O.
+
+The one-line form is a name followed by `key=value` options:
+
+    "Bugs in WEB" projects=WEB,API events=event_created,event_updated_status issue_types=Bug
+        fields="priority include_any High,Highest; labels exclude_any wontfix"
+
+Lists are comma-separated; a value with spaces is quoted. `fields` holds field filters
+(`key inclusion values`, values comma-separated) separated by `;` (or newlines in the dialog).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from bot.jira.events import (
+    EVENT_CREATED,
+    EVENT_CREATED_COMMENT,
+    EVENT_DELETED,
+    EVENT_DELETED_COMMENT,
+    EVENT_DELETED_UNRESOLVED,
+    EVENT_UPDATED_AFFECTS_VERSION,
+    EVENT_UPDATED_ANY,
+    EVENT_UPDATED_ASSIGNEE,
+    EVENT_UPDATED_ATTACHMENT,
+    EVENT_UPDATED_COMMENT,
+    EVENT_UPDATED_COMPONENTS,
+    EVENT_UPDATED_DESCRIPTION,
+    EVENT_UPDATED_FIX_VERSION,
+    EVENT_UPDATED_ISSUE_TYPE,
+    EVENT_UPDATED_LABELS,
+    EVENT_UPDATED_PRIORITY,
+    EVENT_UPDATED_RANK,
+    EVENT_UPDATED_REOPENED,
+    EVENT_UPDATED_REPORTER,
+    EVENT_UPDATED_RESOLVED,
+    EVENT_UPDATED_SPRINT,
+    EVENT_UPDATED_STATUS,
+    EVENT_UPDATED_SUMMARY,
+)
+from bot.routing.model import FieldFilter, Inclusion, Subscription, SubscriptionFilters
+
+# The event vocabulary in the order people read it (the plugin's subscription modal order).
+EVENT_CHOICES: tuple[str, ...] = (
+    EVENT_CREATED,
+    EVENT_UPDATED_ANY,
+    EVENT_UPDATED_STATUS,
+    EVENT_UPDATED_RESOLVED,
+    EVENT_UPDATED_REOPENED,
+    EVENT_UPDATED_ASSIGNEE,
+    EVENT_UPDATED_REPORTER,
+    EVENT_UPDATED_PRIORITY,
+    EVENT_UPDATED_SUMMARY,
+    EVENT_UPDATED_DESCRIPTION,
+    EVENT_UPDATED_LABELS,
+    EVENT_UPDATED_COMPONENTS,
+    EVENT_UPDATED_FIX_VERSION,
+    EVENT_UPDATED_AFFECTS_VERSION,
+    EVENT_UPDATED_ISSUE_TYPE,
+    EVENT_UPDATED_SPRINT,
+    EVENT_UPDATED_RANK,
+    EVENT_UPDATED_ATTACHMENT,
+    EVENT_CREATED_COMMENT,
+    EVENT_UPDATED_COMMENT,
+    EVENT_DELETED_COMMENT,
+    EVENT_DELETED,
+    EVENT_DELETED_UNRESOLVED,
+)
+CUSTOM_FIELD_EVENT_HINT = "event_updated_customfield_NNNNN"
+_CUSTOM_FIELD_EVENT = re.compile(r"event_updated_customfield_\d+")
+
+# Option keys of the one-line form, with the spellings people type for them.
+OPTION_KEYS: tuple[str, ...] = ("name", "projects", "events", "issue_types", "fields")
+_KEY_ALIASES = {
+    "name": "name",
+    "projects": "projects",
+    "project": "projects",
+    "events": "events",
+    "event": "events",
+    "issue_types": "issue_types",
+    "issue_type": "issue_types",
+    "issuetypes": "issue_types",
+    "types": "issue_types",
+    "fields": "fields",
+    "field": "fields",
+}
+_OPTION_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_FIELD_KEY = re.compile(r"[A-Za-z0-9_.\-]+")
+_PROJECT_KEY = re.compile(r"[A-Z][A-Z0-9_]*")
+
+# Opening quote -> the quotes that close it (phone keyboards type typographic quotes).
+_QUOTES = {'"': '"”', "'": "'’", "“": '”"', "”": '”"', "‘": "’'", "’": "’'"}
+
+NAME_MAX_CHARS = 64
+
+
+class SubscriptionTextError(ValueError):
+    """Input that is not a valid subscription; `field` names the option or dialog field."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+    @property
+    def message(self) -> str:
+        return f"`{self.field}`: {self.problem}"
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionDraft:
+    """What the one-line form said. `None` means "not given", which `edit` keeps unchanged."""
+
+    name: str = ""
+    rename: str | None = None
+    projects: tuple[str, ...] | None = None
+    issue_types: tuple[str, ...] | None = None
+    events: tuple[str, ...] | None = None
+    fields: tuple[FieldFilter, ...] | None = None
+
+    @property
+    def has_options(self) -> bool:
+        return any(
+            v is not None for v in (self.rename, self.projects, self.issue_types, self.events, self.fields)
+        )
+
+    def apply(self, filters: SubscriptionFilters | None = None) -> SubscriptionFilters:
+        """The filters with the given options replacing those of `filters`."""
+        base = filters or SubscriptionFilters()
+        return SubscriptionFilters(
+            events=self.events if self.events is not None else base.events,
+            projects=self.projects if self.projects is not None else base.projects,
+            issue_types=self.issue_types if self.issue_types is not None else base.issue_types,
+            fields=self.fields if self.fields is not None else base.fields,
+            jql=base.jql,
+        )
+
+
+# -- one value each ------------------------------------------------------------------------------
+
+
+def _unique(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(values))
+
+
+def parse_name(text: str, field: str = "name") -> str:
+    name = " ".join(text.split())
+    if not name:
+        raise SubscriptionTextError(field, "give the subscription a name.")
+    if len(name) > NAME_MAX_CHARS:
+        raise SubscriptionTextError(field, f"a name has at most {NAME_MAX_CHARS} characters.")
+    return name
+
+
+def parse_projects(text: str, field: str = "projects") -> tuple[str, ...]:
+    """Project keys, separated by commas or spaces; upper-cased as Jira writes them."""
+    keys = _unique(k.upper() for k in re.split(r"[\s,;]+", text) if k)
+    bad = [k for k in keys if not _PROJECT_KEY.fullmatch(k)]
+    if bad:
+        raise SubscriptionTextError(
+            field,
+            f"{', '.join(f'`{k}`' for k in bad)} is not a project key "
+            "(a key is letters and digits, such as `WEB`; separate keys with commas).",
+        )
+    return keys
+
+
+def parse_issue_types(text: str, field: str = "issue_types") -> tuple[str, ...]:
+    """Issue type names or ids, comma-separated (names may contain spaces: `New Feature`)."""
+    return _unique(" ".join(t.split()) for t in re.split(r"[,;\n]", text) if t.strip())
+
+
+def parse_events(text: str, field: str = "events") -> tuple[str, ...]:
+    """Event names, separated by commas or spaces, checked against the event vocabulary."""
+    names = _unique(n.lower() for n in re.split(r"[\s,;]+", text) if n)
+    unknown = [n for n in names if n not in EVENT_CHOICES and not _CUSTOM_FIELD_EVENT.fullmatch(n)]
+    if unknown:
+        hints = []
+        for name in unknown:
+            guess = _suggest_event(name)
+            hints.append(f"`{name}` (did you mean `{guess}`?)" if guess else f"`{name}`")
+        raise SubscriptionTextError(
+            field,
+            f"unknown event {', '.join(hints)}. Valid events: {', '.join(EVENT_CHOICES)}, "
+            f"and {CUSTOM_FIELD_EVENT_HINT} for a custom field.",
+        )
+    return names
+
+
+def _suggest_event(name: str) -> str | None:
+    """The event a mistyped name most likely meant: the prefix left out, or a near spelling."""
+    prefixed = "event_" + name.removeprefix("event_")
+    if prefixed in EVENT_CHOICES:
+        return prefixed
+    close = difflib.get_close_matches(prefixed, EVENT_CHOICES, n=1, cutoff=0.85)
+    return close[0] if close else None
+
+
+def parse_field_filter(text: str, field: str = "fields") -> FieldFilter:
+    """`key inclusion values`, e.g. `priority include_any High,Highest` or `fixVersions empty`."""
+    parts = text.strip().split(None, 2)
+    inclusions = ", ".join(i.value for i in Inclusion)
+    if len(parts) < 2:
+        raise SubscriptionTextError(
+            field,
+            f"`{text.strip()}` needs a field, an inclusion and values, such as "
+            f"`priority include_any High,Highest` (inclusions: {inclusions}).",
+        )
+    key, inclusion_text = parts[0], parts[1].lower().replace("-", "_")
+    if not _FIELD_KEY.fullmatch(key):
+        raise SubscriptionTextError(
+            field, f"`{key}` is not a Jira field id (such as `priority`, `customfield_10072`)."
+        )
+    try:
+        inclusion = Inclusion(inclusion_text)
+    except ValueError:
+        raise SubscriptionTextError(
+            field, f"`{parts[1]}` is not an inclusion for `{key}`; use one of: {inclusions}."
+        ) from None
+    values = _unique(v.strip() for v in (parts[2] if len(parts) > 2 else "").split(",") if v.strip())
+    if inclusion is Inclusion.EMPTY and values:
+        raise SubscriptionTextError(field, f"`{key} empty` takes no values.")
+    if inclusion is not Inclusion.EMPTY and not values:
+        raise SubscriptionTextError(field, f"`{key} {inclusion.value}` needs values, comma-separated.")
+    return FieldFilter(key=key, inclusion=inclusion, values=values)
+
+
+def parse_field_filters(text: str, field: str = "fields") -> tuple[FieldFilter, ...]:
+    """Field filters, one per line or separated by `;`."""
+    return tuple(parse_field_filter(line, field) for line in re.split(r"[;\n]", text) if line.strip())
+
+
+def check_complete(filters: SubscriptionFilters) -> None:
+    """A subscription needs projects and events to ever match anything."""
+    if not filters.projects:
+        raise SubscriptionTextError("projects", "name at least one project key, such as `projects=WEB`.")
+    if not filters.events:
+        raise SubscriptionTextError(
+            "events", f"name at least one event, such as `events={EVENT_CREATED},{EVENT_UPDATED_STATUS}`."
+        )
+
+
+# -- the one-line form ---------------------------------------------------------------------------
+
+
+def _quoted_value(words: Sequence[str], i: int, key: str, value: str) -> tuple[str, int]:
+    """A value that opens a quote takes the following words up to the closing quote (the command
+    tokenizer splits `fields="priority include_any High"` into three words). Returns the value
+    and the index of the next word."""
+    closers = _QUOTES.get(value[:1])
+    if closers is None:
+        return value, i + 1
+    rest = value[1:]
+    if rest and rest[-1] in closers:
+        return rest[:-1], i + 1
+    parts = [rest]
+    j = i + 1
+    while j < len(words):
+        word = words[j]
+        if word and word[-1] in closers:
+            parts.append(word[:-1])
+            return " ".join(p for p in parts if p), j + 1
+        parts.append(word)
+        j += 1
+    raise SubscriptionTextError(key, f"the quote opened after `{key}=` is not closed.")
+
+
+def parse_command(words: Sequence[str]) -> SubscriptionDraft:
+    """The words after `subscribe add` or `subscribe edit` (as the command tokenizer splits them):
+    the name, then `key=value` options. Options given twice are merged."""
+    name_words: list[str] = []
+    values: dict[str, list[str]] = {}
+    i = 0
+    while i < len(words):
+        word = words[i]
+        head, eq, value = word.partition("=")
+        key = _KEY_ALIASES.get(head.lower()) if eq else None
+        if key is None:
+            if eq and _OPTION_LIKE.fullmatch(head):
+                raise SubscriptionTextError(
+                    head, f"unknown option; the options are {', '.join(OPTION_KEYS)}."
+                )
+            if values:
+                raise SubscriptionTextError(
+                    "name",
+                    f"`{word}` comes after the options: write the name first, and quote values with spaces.",
+                )
+            name_words.append(word)
+            i += 1
+            continue
+        value, i = _quoted_value(words, i, key, value)
+        values.setdefault(key, []).append(value)
+
+    def joined(key: str, sep: str) -> str | None:
+        return sep.join(values[key]) if key in values else None
+
+    renamed = values.get("name")
+    projects, events = joined("projects", ","), joined("events", ",")
+    issue_types, fields = joined("issue_types", ","), joined("fields", ";")
+    return SubscriptionDraft(
+        name=" ".join(" ".join(name_words).split()),
+        rename=parse_name(renamed[-1]) if renamed else None,
+        projects=parse_projects(projects) if projects is not None else None,
+        issue_types=parse_issue_types(issue_types) if issue_types is not None else None,
+        events=parse_events(events) if events is not None else None,
+        fields=parse_field_filters(fields) if fields is not None else None,
+    )
+
+
+def _quote(value: str) -> str:
+    if value and not any(c.isspace() or c in "\"'=" for c in value):
+        return value
+    return f"'{value}'" if '"' in value else f'"{value}"'
+
+
+def format_field_filter(f: FieldFilter) -> str:
+    values = ",".join(f.values)
+    return f"{f.key} {f.inclusion.value}" + (f" {values}" if values else "")
+
+
+def format_field_filters(fields: Iterable[FieldFilter], separator: str = "; ") -> str:
+    return separator.join(format_field_filter(f) for f in fields)
+
+
+def event_order(events: Iterable[str]) -> list[str]:
+    """Events in vocabulary order, custom field events last."""
+    rank = {e: i for i, e in enumerate(EVENT_CHOICES)}
+    return sorted(events, key=lambda e: (rank.get(e, len(rank)), e))
+
+
+def format_command(sub: Subscription) -> str:
+    """The subscription in the one-line form (`parse_command` reads it back)."""
+    f = sub.filters
+    parts = [_quote(sub.name)]
+    if f.projects:
+        parts.append("projects=" + ",".join(sorted(f.projects)))
+    if f.events:
+        parts.append("events=" + ",".join(event_order(f.events)))
+    if f.issue_types:
+        parts.append("issue_types=" + _quote(",".join(sorted(f.issue_types))))
+    if f.fields:
+        parts.append("fields=" + _quote(format_field_filters(f.fields)))
+    return " ".join(parts)
