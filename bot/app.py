@@ -183,6 +183,7 @@ def _command_service(
         metrics=metrics,
         clock=clock,
         notify_user=notify_user,
+        webhook_secret=webhook_secret(settings),
     )
     return CommandService(deps)
 

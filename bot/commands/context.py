@@ -49,6 +49,8 @@ class Deps:
     clock: Callable[[], datetime]
     # Sends a DM from the bot (used to tell a user their Jira connection was dropped).
     notify_user: Callable[[str, str], Awaitable[None]]
+    # The secret Jira's webhooks carry (configured, or generated into the data directory).
+    webhook_secret: str = ""
 
     @property
     def public_url(self) -> str:
@@ -67,6 +69,8 @@ class Caller:
     user_id: str
     channel_id: str
     team_id: str = ""
+    team_domain: str = ""  # the team's name, as in its URL
+    channel_name: str = ""
     user_name: str = ""
     trigger_id: str = ""
     root_id: str = ""
@@ -112,17 +116,18 @@ class Caller:
         ]
         if len(connected) == 1:
             return connected[0]
+        # The site default an admin set, else the only instance installed.
+        site_default = self.deps.instances.default
+        if site_default is not None:
+            return site_default
         everything = self.deps.instances.all()
-        if len(everything) == 1:
-            return everything[0]
         if not everything:
             raise CommandError(
                 "No Jira instance is installed yet. A system admin can add one: `/jira setup`."
             )
         names = ", ".join(f"`{i.alias or i.url}`" for i in everything)
         raise CommandError(
-            f"Several Jira instances are installed ({names}): add `--instance URL|alias` to say which, "
-            "or set your default with `/jira instance default`."
+            f"Several Jira instances are installed ({names}): add `--instance URL|alias` to say which."
         )
 
     async def jira(self, instance: Instance) -> JiraSession:

@@ -38,6 +38,8 @@ class CommandService:
             user_id=request.user_id,
             channel_id=request.channel_id,
             team_id=request.team_id,
+            team_domain=request.team_domain,
+            channel_name=request.channel_name,
             user_name=request.user_name,
             trigger_id=request.trigger_id,
             root_id=request.root_id or "",

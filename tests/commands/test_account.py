@@ -108,3 +108,10 @@ async def test_wrong_token_is_401(harness: Harness) -> None:
         harness.bot_url + "/mattermost/command", data=form.body, headers=form.headers
     ) as r:
         assert r.status == 401
+
+
+async def test_site_default_instance_is_used_when_nothing_else_decides(harness: Harness) -> None:
+    assert "--instance" in (await harness.command("alice", "connect"))["text"]
+    await harness.command("admin", "instance default dc")
+    await harness.command("alice", "connect")
+    assert harness.mm.dialogs and harness.mm.dialogs[-1]["dialog"]["title"] == "Connect to Jira"

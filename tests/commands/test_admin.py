@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 
 from bot.instances import InstanceDirectory
 from bot.jira.instances import encode_instance_id
@@ -159,8 +158,7 @@ async def test_no_instance_installed(harness: Harness) -> None:
 
 async def test_webhook_urls_escape_the_secret(harness: Harness) -> None:
     deps = harness.services.commands.deps  # type: ignore[union-attr]
-    jira = deps.settings.jira.model_copy(update={"webhook_secret": SecretStr("a+b/c&d")})
-    deps.settings = deps.settings.model_copy(update={"jira": jira})
+    deps.webhook_secret = "a+b/c&d"
     answer = await harness.command("admin", "webhook")
     assert answer["response_type"] == "ephemeral"
     text, base = answer["text"], harness.bot_url
@@ -170,7 +168,7 @@ async def test_webhook_urls_escape_the_secret(harness: Harness) -> None:
             f"{base}/plugins/jira/instance/{encode_instance_id(url)}/api/v2/webhook?secret=a%2Bb%2Fc%26d"
             in text
         )
-    assert f"{base}/plugins/jira/webhook?secret=a%2Bb%2Fc%26d&team=TEAM&channel=dev" in text
+    assert f"{base}/plugins/jira/webhook?secret=a%2Bb%2Fc%26d&team=acme&channel=dev" in text
     assert "Comment: created, updated, deleted" in text
 
 
@@ -178,7 +176,7 @@ async def test_webhook_for_one_instance(harness: Harness) -> None:
     text = (await harness.command("admin", "webhook dc", channel="ops"))["text"]
     instance_path = f"/plugins/jira/instance/{encode_instance_id(harness.server_url)}"
     assert f"{instance_path}/api/v2/webhook?secret=webhook-secret" in text
-    assert f"{instance_path}/webhook?secret=webhook-secret&team=TEAM&channel=ops" in text
+    assert f"{instance_path}/webhook?secret=webhook-secret&team=acme&channel=ops" in text
     assert "/plugins/jira/api/v2/webhook" not in text
     assert encode_instance_id(harness.cloud_url) not in text
     assert (

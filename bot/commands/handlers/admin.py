@@ -191,14 +191,12 @@ async def instance_default(ctx: CommandContext) -> CommandResponse:
 
 
 def _webhook_secret(ctx: CommandContext) -> str:
-    # Imported here: bot.app builds the command service, so importing it at module load would
-    # be circular. It returns the configured secret, or the one kept in the data directory.
-    from bot.app import webhook_secret
-
-    return webhook_secret(ctx.deps.settings)
+    return ctx.deps.webhook_secret
 
 
 async def _channel_name(ctx: CommandContext) -> str:
+    if ctx.channel_name:
+        return ctx.channel_name
     try:
         channel = await ctx.deps.mattermost.get_channel(ctx.channel_id)
     except DeliveryError:
@@ -218,7 +216,9 @@ async def webhook(ctx: CommandContext) -> CommandResponse:
     instances = [ctx.instance_named(requested)] if requested else ctx.deps.instances.all()
     base = ctx.deps.public_url
     secret = quote(_webhook_secret(ctx), safe="")
-    legacy_query = urlencode({"team": TEAM_PLACEHOLDER, "channel": await _channel_name(ctx)})
+    legacy_query = urlencode(
+        {"team": ctx.team_domain or TEAM_PLACEHOLDER, "channel": await _channel_name(ctx)}
+    )
     lines = ["###### Jira webhook URLs"]
     if not requested:
         lines += [
@@ -237,7 +237,7 @@ async def webhook(ctx: CommandContext) -> CommandResponse:
     legacy = f"{base}{legacy_path}?secret={secret}&{legacy_query}"
     lines += [
         "Legacy, for this channel only (add `&updated_all=1` or other `updated_*` parameters for more "
-        f"events; replace `{TEAM_PLACEHOLDER}` with this team's name as it appears in its URL):",
+        "events):",
         f"```\n{legacy}\n```",
         f"In Jira (System → WebHooks), tick {JIRA_EVENTS_TO_TICK}. "
         "Keep these URLs private: they hold the secret.",
