@@ -28,6 +28,7 @@ from bot.accounts.service import AccountService
 from bot.accounts.store import ConnectionStore
 from bot.commands.context import Deps
 from bot.commands.service import CommandService
+from bot.commands.table import COMMANDS
 from bot.config import Settings
 from bot.instances import InstanceDirectory
 from bot.jira.client import JiraGateway
@@ -291,6 +292,7 @@ def create_app(
         slash = SlashCommandHandler(
             commands,
             tokens=[t.get_secret_value() for t in settings.mattermost.command_tokens],
+            autocomplete=COMMANDS.autocomplete,
         )
 
         async def remember_nonce(nonce: str, expires_at: datetime) -> bool:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
@@ -66,18 +67,29 @@ class SlashCommandHandler:
         tokens: Sequence[str],
         timeout: float = 1.5,
         http: Callable[[], aiohttp.ClientSession] = _default_http,
+        autocomplete: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         """`tokens`: the tokens Mattermost shows for the /jira command(s); with none, every
         request is refused. `http` makes a new client session for each delayed answer; the
-        session is closed after use."""
+        session is closed after use. `autocomplete` gives the command tree in Mattermost's
+        AutocompleteData shape, served for tools that register the command."""
         self._service = service
+        self._autocomplete = autocomplete
         self._tokens = tuple(t.encode() for t in tokens if t)
         self._timeout = timeout
         self._http = http
         self._pending: set[asyncio.Task[None]] = set()
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post("/mattermost/command", self.command)]
+        routes = [web.post("/mattermost/command", self.command)]
+        if self._autocomplete is not None:
+            routes.append(web.get("/mattermost/command/autocomplete", self.autocomplete))
+        return routes
+
+    async def autocomplete(self, _request: web.Request) -> web.Response:
+        assert self._autocomplete is not None
+        body = json.dumps(self._autocomplete()).encode()
+        return web.Response(body=body, headers={"Content-Type": "application/json"})
 
     @property
     def pending(self) -> int:

@@ -115,3 +115,12 @@ async def test_site_default_instance_is_used_when_nothing_else_decides(harness: 
     await harness.command("admin", "instance default dc")
     await harness.command("alice", "connect")
     assert harness.mm.dialogs and harness.mm.dialogs[-1]["dialog"]["title"] == "Connect to Jira"
+
+
+async def test_autocomplete_comes_from_the_command_registry(harness: Harness) -> None:
+    async with harness.http.get(harness.bot_url + "/mattermost/command/autocomplete") as r:
+        assert r.status == 200 and r.headers["Content-Type"] == "application/json"
+        tree = await r.json()
+    assert tree["Trigger"] == "jira"
+    triggers = {sub["Trigger"] for sub in tree["SubCommands"]}
+    assert {"connect", "view", "transition", "subscribe", "help"} <= triggers

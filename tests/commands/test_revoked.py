@@ -3,6 +3,9 @@ five minutes."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 from tests.commands.conftest import Harness
 
 
@@ -34,3 +37,18 @@ async def test_jira_down_is_explained_not_a_trace(harness: Harness) -> None:
     harness.server.fail_next(3, 503)
     text = (await harness.command("alice", f"view {key}"))["text"]
     assert "Traceback" not in text and "try again" in text.lower()
+
+
+async def test_slow_jira_gets_an_answer_within_two_seconds_and_the_card_later(harness: Harness) -> None:
+    jira_alice = harness.server.add_user("Alice Liddell", name="alice")
+    harness.server.add_project("OPS")
+    key = harness.server.add_issue("OPS", "Disk full", reporter=jira_alice)
+    await harness.connect_server("alice", jira_alice)
+    harness.server.latency = 2.5
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    first = await harness.command("alice", f"view {key}")
+    assert loop.time() - started < 2.0
+    assert "Working on it" in first["text"]
+    [late] = await harness.mm.wait_for_command_responses(1, timeout=15)
+    assert "Disk full" in json.dumps(late)
