@@ -200,6 +200,13 @@ def jira_to_markdown(text: str) -> str:
 _JIRA_MENTION = re.compile(
     r"\[(?:(?P<alias>[^|\]\n]*)\|)?~(?P<accountid>accountid:)?(?P<id>[\w\-@.:+]+)\]", re.IGNORECASE
 )
+
+
+def mentioned_jira_users(text: str) -> list[str]:
+    """The Jira users a text mentions ([~name] or [~accountid:X]), by id, in order, once each."""
+    return list(dict.fromkeys(m["id"] for m in _JIRA_MENTION.finditer(text or "")))
+
+
 # Stand-ins for resolved mentions while the text goes through the wiki converter.
 _TOKEN_OPEN, _TOKEN_CLOSE = "\ue000", "\ue001"
 _TOKEN = re.compile(f"{_TOKEN_OPEN}(\\d+){_TOKEN_CLOSE}")
@@ -344,6 +351,7 @@ __all__ = [
     "MentionLookup",
     "build_wiki_grammar",
     "jira_to_markdown",
+    "mentioned_jira_users",
     "neutralise_mentions",
     "quote_lines",
     "render_jira_text",

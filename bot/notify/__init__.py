@@ -1,0 +1,1 @@
+"""Personal direct messages about Jira events: who is told what (pure rules) and the delivery."""
