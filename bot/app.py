@@ -26,6 +26,7 @@ from bot.accounts.crypto import TokenCipher, load_or_create_key
 from bot.accounts.models import JiraIdentity, TokenRejected
 from bot.accounts.service import AccountService
 from bot.accounts.store import ConnectionStore
+from bot.chat.listener import build_chat_listener
 from bot.commands.context import Deps
 from bot.commands.service import CommandService
 from bot.commands.table import COMMANDS
@@ -352,4 +353,9 @@ def create_app(
     app.cleanup_ctx.append(config_subscriptions)
     if run_workers:
         app.cleanup_ctx.append(workers)
+    if commands is not None:
+        # After storage: the listener reads its catch-up watermark from the store.
+        chat = build_chat_listener(settings, commands)
+        if chat is not None:
+            app.cleanup_ctx.append(chat.lifecycle)
     return app

@@ -208,6 +208,16 @@ class CommandSettings(_Section):
     extra_help: str = ""
 
 
+class ChatSettings(_Section):
+    # Listen to Mattermost's websocket: replies to notification DMs become comments, commands
+    # work without /jira in a DM with the bot, issue keys get previews. Needs a Mattermost URL.
+    listen: bool = True
+    # Answer messages that mention an issue key or browse URL with a compact preview.
+    previews: bool = True
+    # The same issue is previewed at most once per channel within this many minutes.
+    preview_interval_minutes: int = Field(60, ge=1, le=10080)
+
+
 class SecuritySettings(_Section):
     # Key that encrypts Jira tokens at rest and signs interactive contexts: 32 random bytes,
     # urlsafe-base64 encoded. Absent: one is generated into <data_dir>/encryption-key.
@@ -243,6 +253,7 @@ class Settings(_Section):
     delivery: DeliverySettings = DeliverySettings()
     subscriptions: tuple[SubscriptionSettings, ...] = ()
     commands: CommandSettings = CommandSettings()
+    chat: ChatSettings = ChatSettings()
     security: SecuritySettings = SecuritySettings()
     logging: LoggingSettings = LoggingSettings()
 

@@ -25,6 +25,7 @@ from bot.mattermost.payloads import (
 log = logging.getLogger(__name__)
 
 MATTERMOST_DOWN = "Mattermost did not answer the bot; try again in a moment."
+NEEDS_SLASH_COMMAND = "This command opens a form, which only the slash command can do: type `/jira {text}`."
 
 
 class CommandService:
@@ -45,6 +46,20 @@ class CommandService:
             root_id=request.root_id or "",
             response_url=request.response_url,
         )
+        return await self._run(ctx, text)
+
+    async def handle_message(
+        self, *, user_id: str, channel_id: str, text: str, root_id: str = "", user_name: str = ""
+    ) -> CommandResponse:
+        """A command typed as a plain message (no `/jira`) in a direct channel with the bot. It
+        comes without trigger id or response URL, so the caller posts the answer, and a command
+        that would open a dialog says to use the slash command instead."""
+        ctx = CommandContext(
+            deps=self.deps, user_id=user_id, channel_id=channel_id, user_name=user_name, root_id=root_id
+        )
+        return await self._run(ctx, text.strip())
+
+    async def _run(self, ctx: CommandContext, text: str) -> CommandResponse:
         extra = self.deps.settings.commands.extra_help
         found = COMMANDS.resolve_or_help(text, is_admin=False, extra=extra)
         if isinstance(found, Help):
@@ -64,7 +79,10 @@ class CommandService:
             return CommandResponse.ephemeral(e.message)
         except JiraError as e:
             return CommandResponse.ephemeral(await ctx.explain(e))
-        except DeliveryError:
+        except DeliveryError as e:
+            if not ctx.trigger_id and e.status == 400:
+                # Only a slash command carries the trigger id Mattermost needs to open a dialog.
+                return CommandResponse.ephemeral(NEEDS_SLASH_COMMAND.format(text=text))
             return CommandResponse.ephemeral(MATTERMOST_DOWN)
         self.deps.metrics.commands.labels(found.spec.name).inc()
         return response

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import logging
 from collections import OrderedDict
@@ -462,6 +463,15 @@ class JiraSession:
     async def add_comment(self, key: str, body: str) -> str:
         """Comment on `key` as the user; returns the comment id."""
         return await self._call(lambda c: str(c.jira.add_comment(key, body).raw.get("id", "")))
+
+    async def add_attachment(self, key: str, filename: str, content: bytes) -> str:
+        """Upload `content` as an attachment of `key`, as the user; returns the attachment id."""
+
+        def call(c: _Connection) -> str:
+            attachment = c.jira.add_attachment(key, io.BytesIO(content), filename)
+            return str(attachment.raw.get("id", ""))
+
+        return await self._call(call)
 
     async def search(
         self, jql: str, fields: Iterable[str] = ("summary",), max_results: int = 50

@@ -8,6 +8,7 @@ delivery queue whether to try again. The driver's own retry loop is kept short (
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -30,6 +31,9 @@ _API = "/api/v4"
 # HTTP statuses worth retrying later besides 429 and 5xx: the request may simply have been too early.
 _RETRYABLE_4XX = frozenset({408, 425})
 ROLE_SYSTEM_ADMIN = "system_admin"
+# GET /channels/{id}/posts?since= returns at most this many posts (server's GetPostsSince).
+_SINCE_PAGE_LIMIT = 1000
+_MAX_SINCE_PAGES = 20
 
 
 class MattermostClient:
@@ -72,6 +76,17 @@ class MattermostClient:
     @property
     def base_url(self) -> str:
         return f"{self._scheme}://{_url_host(self._host)}:{self._port}{self._base_path}"
+
+    @property
+    def websocket_url(self) -> str:
+        """Where Mattermost serves its websocket API (ws:// or wss:// after the site URL)."""
+        scheme = "wss" if self._scheme == "https" else "ws"
+        return f"{scheme}://{_url_host(self._host)}:{self._port}{self._base_path}{_API}/websocket"
+
+    @property
+    def verify(self) -> bool | str:
+        """The TLS verification setting (a CA bundle path, or False), for other connections."""
+        return self._verify
 
     @property
     def bot_user_id(self) -> str:
@@ -167,6 +182,57 @@ class MattermostClient:
             "put", f"/posts/{quote(post_id, safe='')}/patch", patch, what=f"edit of post {post_id}"
         )
 
+    async def get_post(self, post_id: str) -> dict[str, Any]:
+        """The post (message, props, root_id, user_id, file_ids, ...). Mattermost leaves the
+        integrations (URL and signed context) out of the actions it returns, so props read here
+        cannot be written back to keep buttons working. Raises DeliveryError (404 unknown,
+        403 when the bot may not read the channel)."""
+        return await self._get_json(f"/posts/{quote(post_id, safe='')}", what=f"post {post_id}")
+
+    async def get_file_infos(self, post_id: str) -> list[dict[str, Any]]:
+        """The files attached to a post (`id`, `name`, `size`, `mime_type`, ...)."""
+        found = await self._call(
+            "get", f"/posts/{quote(post_id, safe='')}/files/info", None, what=f"files of post {post_id}"
+        )
+        if not isinstance(found, list):
+            raise DeliveryError(
+                f"Mattermost answered the files of post {post_id} with no list", retryable=False
+            )
+        return [f for f in found if isinstance(f, dict)]
+
+    async def get_file(self, file_id: str, *, max_bytes: int) -> bytes:
+        """The content of an uploaded file, read as a stream and refused (DeliveryError, status
+        413) past `max_bytes`. Read around the driver, which would parse a JSON file."""
+        what = f"file {file_id}"
+        url = self._api_url(f"/files/{quote(file_id, safe='')}")
+        client = self._require_driver().client.client
+        try:
+            async with client.stream(
+                "GET", url, headers={"Authorization": f"Bearer {self._token}"}, timeout=self._timeout
+            ) as response:
+                if response.status_code != 200:
+                    body = (await response.aread())[:2000]
+                    message, error_id = _error_message(body)
+                    raise self._status_error(response.status_code, message, error_id, what)
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise DeliveryError(
+                            f"{what} is larger than {max_bytes} bytes", retryable=False, status=413
+                        )
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except httpx.TimeoutException:
+            raise DeliveryError(
+                f"Mattermost did not answer within {self._timeout:g} s ({what})", retryable=True
+            ) from None
+        except httpx.TransportError as exc:
+            raise DeliveryError(
+                f"cannot reach Mattermost at {self.base_url} ({what}): {type(exc).__name__}", retryable=True
+            ) from None
+
     async def resolve_channel(self, team: str, channel: str) -> str | None:
         """Channel id for team and channel names (the URL slugs), cached in memory.
 
@@ -258,6 +324,49 @@ class MattermostClient:
             if exc.status == 404:
                 return None
             raise
+
+    # -- posts and channels the bot reads -----------------------------------------------------
+
+    async def get_posts_since(self, channel_id: str, since_ms: int) -> list[dict[str, Any]]:
+        """Posts of the channel created or changed after `since_ms` (Unix milliseconds), oldest
+        first. Mattermost answers at most 1000 posts by update time, and adds the thread roots of
+        the replies it returns: callers filter on `create_at` and `delete_at` themselves."""
+        found: dict[str, dict[str, Any]] = {}
+        since = since_ms
+        # Each page moves `since` forward to the newest update seen, so a long absence is read
+        # in full; the page cap guards against a server that ignores `since`.
+        for _ in range(_MAX_SINCE_PAGES):
+            path = f"/channels/{quote(channel_id, safe='')}/posts?since={int(since)}"
+            page = await self._get_json(path, what=f"posts of channel {channel_id}")
+            posts = page.get("posts") or {}
+            if not isinstance(posts, dict):
+                break
+            newest = since
+            for post in posts.values():
+                if isinstance(post, dict) and isinstance(post.get("id"), str):
+                    found[post["id"]] = post
+                    newest = max(newest, int(post.get("update_at") or 0))
+            if len(posts) < _SINCE_PAGE_LIMIT or newest <= since:
+                break
+            since = newest
+        return sorted(found.values(), key=lambda p: (int(p.get("create_at") or 0), p["id"]))
+
+    async def my_channels(self) -> list[dict[str, Any]]:
+        """Every channel the bot is a member of, in all teams, direct and group messages
+        included (GET /users/me/channels, Mattermost 6.1+)."""
+        result = await self._call("get", "/users/me/channels", None, what="the bot's channels")
+        if not isinstance(result, list):
+            raise DeliveryError(
+                "Mattermost answered the channel list with something other than a list", retryable=False
+            )
+        return [c for c in result if isinstance(c, dict) and isinstance(c.get("id"), str)]
+
+    async def add_reaction(self, post_id: str, emoji_name: str) -> None:
+        """React to a post as the bot (e.g. `white_check_mark`)."""
+        if not self._bot_user_id:
+            await self.login()
+        body = {"user_id": self._bot_user_id, "post_id": post_id, "emoji_name": emoji_name}
+        await self._call("post", "/reactions", body, what=f"reaction on post {post_id}")
 
     # -- talking to one user ---------------------------------------------------------------------
 
@@ -442,6 +551,18 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
+
+
+def _error_message(body: bytes) -> tuple[str, str | None]:
+    """Message and id of a Mattermost AppError body; a shortened text for anything else."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return _shorten(body.decode("utf-8", "replace")), None
+    if not isinstance(data, dict):
+        return _shorten(str(data)), None
+    error_id = data.get("id")
+    return str(data.get("message", "")), str(error_id) if error_id else None
 
 
 def _shorten(text: str, limit: int = 200) -> str:

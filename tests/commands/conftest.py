@@ -168,6 +168,8 @@ jira:
             "MATTERMOST_BOT_TOKEN": "fake-bot-token",
             "MATTERMOST_COMMAND_TOKENS": COMMAND_TOKEN,
             "JIRA_WEBHOOK_SECRET": "webhook-secret",
+            # Tests of the websocket listener start their own.
+            "JIRA_CHATOPS__CHAT__LISTEN": "false",
         },
     )
 

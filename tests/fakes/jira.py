@@ -23,6 +23,10 @@ Behaviour copied from Jira where tests depend on it:
   Users outside a project's `editors` may browse but get 403 on changes, and no transitions.
 - Assignable users are the active users who may edit the project.
 - Unknown credentials get 401; transitions, assignment and comments answer 204/201 like Jira.
+- Attachments (POST /issue/{key}/attachments) need `X-Atlassian-Token: no-check` (else 403 "XSRF
+  check failed") and the edit permission; each multipart `file` part is stored in `attachments`
+  and answered as a list of attachment objects. `attachments_enabled = False` answers 403 as a
+  site with attachments switched off does.
 - Searches understand a JQL subset (`field =, !=, in, not in, is [not] EMPTY` joined by AND/OR,
   `currentUser()`, ORDER BY ignored) and cap page sizes at `max_results_cap`.
 - Injected failures (`fail_next`) answer before authentication, 429/503 with `Retry-After`
@@ -40,6 +44,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email import policy as email_policy
+from email.parser import BytesParser
 from typing import Any, Literal
 from urllib.parse import unquote
 
@@ -182,6 +188,9 @@ class FakeJira:
         self.projects: dict[str, FakeProject] = {}
         self.issues: dict[str, dict[str, Any]] = {}
         self.comments: dict[str, list[dict[str, Any]]] = {}
+        # issue key -> attachments as Jira describes them, plus their "bytes"
+        self.attachments: dict[str, list[dict[str, Any]]] = {}
+        self.attachments_enabled = True
         self.workflow: dict[str, list[tuple[str, str, str]]] = {
             k: list(v) for k, v in DEFAULT_WORKFLOW.items()
         }
@@ -418,6 +427,7 @@ class FakeJira:
             ("POST", "/rest/api/2/issue/{key}/transitions", self._do_transition),
             ("PUT", "/rest/api/2/issue/{key}/assignee", self._assign),
             ("POST", "/rest/api/2/issue/{key}/comment", self._add_comment),
+            ("POST", "/rest/api/2/issue/{key}/attachments", self._add_attachments),
             ("GET", "/rest/api/2/user/assignable/search", self._assignable),
         ]
         for version in ("2", "3"):
@@ -987,6 +997,42 @@ class FakeJira:
         }
         self.comments[issue["key"]].append(comment)
         return _json(comment, 201)
+
+    async def _add_attachments(self, request: web.Request) -> web.Response:
+        if request.headers.get("X-Atlassian-Token", "").lower() != "no-check":
+            raise _JiraHTTPError(403, ["XSRF check failed"])
+        issue = self._visible_issue(request)
+        user = self._current(request)
+        if not self.attachments_enabled:
+            raise _JiraHTTPError(403, ["Attachments are disabled."])
+        if not self._can_edit(user, self.projects[issue["project"]]):
+            raise _JiraHTTPError(403, ["You do not have permission to create attachments for this issue."])
+        raw = await request.read()  # the middleware read it already; aiohttp keeps the bytes
+        header = f"Content-Type: {request.headers.get('Content-Type', '')}\r\n\r\n".encode()
+        message = BytesParser(policy=email_policy.HTTP).parsebytes(header + raw)
+        if not message.is_multipart():
+            raise _JiraHTTPError(415, ["Expected a multipart/form-data request."])
+        created = []
+        for part in message.iter_parts():
+            if part.get_param("name", header="content-disposition") != "file":
+                continue
+            content = part.get_payload(decode=True) or b""
+            attachment_id = self._next_id()
+            entry = {
+                "self": f"{self._base(request)}/rest/api/2/attachment/{attachment_id}",
+                "id": attachment_id,
+                "filename": part.get_filename() or "",
+                "author": self._user_json(request, user),
+                "created": _now(),
+                "size": len(content),
+                "mimeType": part.get_content_type(),
+                "content": f"{self._base(request)}/secure/attachment/{attachment_id}/{part.get_filename()}",
+            }
+            self.attachments.setdefault(issue["key"], []).append({**entry, "bytes": content})
+            created.append(entry)
+        if not created:
+            raise _JiraHTTPError(400, ["No file was sent."])
+        return _json(created)
 
     async def _create_issue(self, request: web.Request) -> web.Response:
         user = self._current(request)

@@ -28,6 +28,20 @@ Behaviour copied from the Mattermost server where tests depend on it:
   recorded in `ephemeral_posts`.
 - `slash_form`, `action_request` and `dialog_submission` build requests as Mattermost sends them
   to an integration.
+- Files: `add_post(..., files=...)` stores uploaded files with the post (`file_ids`, and FileInfos
+  under `metadata.files`); GET /posts/{id}/files/info lists them, GET /files/{id}/info describes
+  one and GET /files/{id} serves its bytes with its MIME type, for users who may read the channel.
+- GET /api/v4/websocket upgrades to the websocket API. The connection is authenticated by an
+  `Authorization: Bearer` header on the upgrade, or by an `authentication_challenge` action
+  (answered {"status": "OK", "seq_reply": n}); a challenge with an unknown token closes the
+  connection, and one on a connection already authenticated is ignored, as the server does.
+  Once authenticated the connection gets `hello`, then a `posted` event (`data.post` a JSON
+  string, `data.channel_type`, `broadcast.channel_id`) for every post in a channel its user is a
+  member of, each event with the connection's next `seq`. `drop_websockets` cuts every connection.
+- GET /api/v4/channels/{id}/posts?since=ms answers the posts updated after `since` (deleted ones
+  included, as the server does), as a PostList {"order", "posts", ...}, at most 1000.
+- GET /api/v4/users/{id}/channels lists the user's channels in every team, direct ones included.
+- POST /api/v4/reactions adds a reaction of the session's user (recorded in `reactions`).
 """
 
 from __future__ import annotations
@@ -45,7 +59,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlencode
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
 
 from bot.mattermost.models import is_valid_id, new_id
@@ -61,6 +75,9 @@ _CHANNEL_MENTION_RE = re.compile(r"(?<![\w~])~([a-z0-9][a-z0-9_-]*)")
 MAX_MESSAGE_RUNES = 16383
 MAX_PROPS_CHARS = 800000
 _PUBLIC_PATHS = frozenset({"/api/v4/system/ping"})
+# The websocket authenticates itself: by header on the upgrade or by an authentication_challenge.
+_WEBSOCKET_PATH = "/api/v4/websocket"
+_SINCE_LIMIT = 1000
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$")
 # Typed request keys where aiohttp has them (3.14+), plain strings before.
 _KeyFactory: Any = getattr(web, "RequestKey", None)
@@ -115,6 +132,27 @@ class _Failure:
         if self.remaining is not None:
             return self.remaining > 0
         return self.until is not None and now < self.until
+
+
+@dataclass(eq=False)
+class _WebsocketConnection:
+    ws: web.WebSocketResponse
+    request: web.Request
+    user_id: str = ""
+    seq: int = 0
+    outbox: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+
+    def send_event(self, event: str, data: dict[str, Any], broadcast: dict[str, Any]) -> None:
+        # `data` may hold the post itself: it is serialised when sent, so what a test helper adds
+        # to the post right after saving it (files) is part of the event, as on the server.
+        self.outbox.put_nowait({"event": event, "data": data, "broadcast": broadcast, "seq": self.seq})
+        self.seq += 1
+
+    def send_reply(self, seq_reply: int, status: str = "OK", data: dict[str, Any] | None = None) -> None:
+        reply: dict[str, Any] = {"status": status, "seq_reply": seq_reply}
+        if data is not None:
+            reply["data"] = data
+        self.outbox.put_nowait(reply)
 
 
 class _MattermostError(Exception):
@@ -207,6 +245,14 @@ class FakeMattermost:
         # trigger id -> (user id, monotonic expiry)
         self._trigger_ids: dict[str, tuple[str, float]] = {}
         self._command_hooks: dict[str, _CommandHook] = {}
+        self._websockets: set[_WebsocketConnection] = set()
+        self._websockets_refused = False
+        # Authenticated websocket connections made so far (reconnections included).
+        self.websocket_connects = 0
+        # Reactions added through the API: {"user_id", "post_id", "emoji_name", "create_at"}.
+        self.reactions: list[dict[str, Any]] = []
+        # file id -> (FileInfo, content) of files attached to posts
+        self.files: dict[str, tuple[dict[str, Any], bytes]] = {}
         self.bot_user_id = self.add_user(
             self.bot_username, roles=self.bot_roles, is_bot=True, token=self.token, first_name="Jira"
         )
@@ -416,6 +462,95 @@ class FakeMattermost:
         }
         return str(opened["url"]), body
 
+    def add_post(
+        self,
+        user_id: str,
+        channel_id: str,
+        message: str,
+        *,
+        root_id: str = "",
+        files: tuple[tuple[str, bytes, str], ...] | list[tuple[str, bytes, str]] = (),
+    ) -> str:
+        """A post written by the user (as if from their client), with `files` given as
+        (name, content, MIME type) uploaded with it. Returns the post id."""
+        post = self._save_post(
+            self.users[user_id], self.channels[channel_id], {"message": message, "root_id": root_id}
+        )
+        infos = []
+        for name, content, mime_type in files:
+            file_id = new_id()
+            info = {
+                "id": file_id,
+                "user_id": user_id,
+                "post_id": post["id"],
+                "channel_id": channel_id,
+                "create_at": post["create_at"],
+                "update_at": post["create_at"],
+                "delete_at": 0,
+                "name": name,
+                "extension": name.rsplit(".", 1)[-1].lower() if "." in name else "",
+                "size": len(content),
+                "mime_type": mime_type,
+                "width": 0,
+                "height": 0,
+                "has_preview_image": False,
+            }
+            self.files[file_id] = (info, content)
+            infos.append(info)
+        if infos:
+            post["file_ids"] = [i["id"] for i in infos]
+            post["metadata"] = {"files": infos}
+        return str(post["id"])
+
+    def user_posts(self, user: str, channel: str, message: str, root_id: str = "") -> dict[str, Any]:
+        """`user` (id or username) writes `message` in `channel` (id), in the thread `root_id`,
+        as from their own client: the post is saved and pushed to the websockets. Returns it."""
+        user_id = user if user in self.users else self._user_id_by_name(user)
+        return self._save_post(
+            self.users[user_id], self.channels[channel], {"message": message, "root_id": root_id}
+        )
+
+    def direct_channel(self, user_a: str, user_b: str) -> str:
+        """Id of the direct channel between two users (ids), created when missing."""
+        name = "__".join(sorted((user_a, user_b)))
+        existing = self._find_channel("", name)
+        return existing["id"] if existing else self._insert_channel("", name, "", "D", {user_a, user_b})
+
+    async def drop_websockets(self, *, refuse: bool = False) -> int:
+        """Cut every websocket connection, as a network failure would (no close handshake);
+        with `refuse`, new upgrades get 503 until `allow_websockets`. Returns how many were cut."""
+        self._websockets_refused = refuse
+        connections = list(self._websockets)
+        for conn in connections:
+            transport = conn.request.transport
+            if transport is not None:
+                transport.abort()
+        # Let the handlers notice, so `websocket_count` is right when this returns.
+        for _ in range(400):
+            if not any(c in self._websockets for c in connections):
+                break
+            await asyncio.sleep(0.005)
+        return len(connections)
+
+    def allow_websockets(self) -> None:
+        self._websockets_refused = False
+
+    @property
+    def websocket_count(self) -> int:
+        """Websocket connections open and authenticated now."""
+        return sum(1 for c in self._websockets if c.user_id)
+
+    async def wait_for_websocket(self, connects: int = 1, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        """Wait until `connects` authenticated connections were made in all, one of them open."""
+        deadline = time.monotonic() + timeout
+        while self.websocket_connects < connects or not self.websocket_count:
+            if time.monotonic() >= deadline:
+                raise AssertionError(
+                    f"expected websocket connection #{connects} within {timeout} s "
+                    f"(made {self.websocket_connects}, open {self.websocket_count})"
+                )
+            await asyncio.sleep(0.01)
+
     def archive_channel(self, channel_id: str) -> None:
         self.channels[channel_id]["delete_at"] = _now_ms()
 
@@ -557,6 +692,10 @@ class FakeMattermost:
         r.add_get("/api/v4/users/username/{username}", self._get_user_by_username)
         r.add_post("/api/v4/users/ids", self._get_users_by_ids)
         r.add_get("/api/v4/users/{user_id}", self._get_user)
+        r.add_get("/api/v4/users/{user_id}/channels", self._get_channels_for_user)
+        r.add_get("/api/v4/websocket", self._websocket)
+        r.add_get("/api/v4/channels/{channel_id}/posts", self._get_channel_posts)
+        r.add_post("/api/v4/reactions", self._add_reaction)
         r.add_get("/api/v4/teams/name/{team_name}", self._get_team_by_name)
         r.add_get("/api/v4/teams/name/{team_name}/channels/name/{channel_name}", self._get_channel_by_name)
         r.add_post("/api/v4/channels/direct", self._create_direct_channel)
@@ -568,6 +707,9 @@ class FakeMattermost:
         r.add_post("/api/v4/posts", self._create_post)
         r.add_post("/api/v4/posts/ephemeral", self._create_ephemeral_post)
         r.add_get("/api/v4/posts/{post_id}", self._get_post)
+        r.add_get("/api/v4/posts/{post_id}/files/info", self._get_post_file_infos)
+        r.add_get("/api/v4/files/{file_id}", self._get_file)
+        r.add_get("/api/v4/files/{file_id}/info", self._get_file_info)
         r.add_put("/api/v4/posts/{post_id}", self._update_post)
         r.add_put("/api/v4/posts/{post_id}/patch", self._patch_post)
         return app
@@ -602,7 +744,7 @@ class FakeMattermost:
             else:
                 path = _api_path(request)
                 # Command webhooks authenticate by their unguessable id, like the server's /hooks.
-                if path not in _PUBLIC_PATHS and not path.startswith("/hooks/"):
+                if path not in _PUBLIC_PATHS and path != _WEBSOCKET_PATH and not path.startswith("/hooks/"):
                     user_id = self._authenticate(request)
                     request[_USER] = self.users[user_id]
                 response = await handler(request)
@@ -972,6 +1114,39 @@ class FakeMattermost:
             raise _permission_error()
         return _json_response(post)
 
+    async def _get_post_file_infos(self, request: web.Request) -> web.Response:
+        post_id = request.match_info["post_id"]
+        if not is_valid_id(post_id):
+            raise _invalid_url_param("post_id")
+        post = self._posts_by_id.get(post_id)
+        if post is None or not self._can_access(request[_USER], self.channels[post["channel_id"]]):
+            raise _permission_error()
+        return _json_response([self.files[f][0] for f in post.get("file_ids") or ()])
+
+    def _readable_file(self, request: web.Request) -> tuple[dict[str, Any], bytes]:
+        file_id = request.match_info["file_id"]
+        if not is_valid_id(file_id):
+            raise _invalid_url_param("file_id")
+        found = self.files.get(file_id)
+        if found is None:
+            raise _MattermostError(404, "app.file_info.get.app_error", "Unable to get the file info.")
+        if not self._can_access(request[_USER], self.channels[found[0]["channel_id"]]):
+            raise _permission_error()
+        return found
+
+    async def _get_file_info(self, request: web.Request) -> web.Response:
+        return _json_response(self._readable_file(request)[0])
+
+    async def _get_file(self, request: web.Request) -> web.Response:
+        info, content = self._readable_file(request)
+        return web.Response(
+            body=content,
+            headers={
+                "Content-Type": info["mime_type"] or "application/octet-stream",
+                "Content-Disposition": f'attachment;filename="{info["name"]}"',
+            },
+        )
+
     async def _update_post(self, request: web.Request) -> web.Response:
         post_id = request.match_info["post_id"]
         body = await _read_json(request, "post")
@@ -994,6 +1169,167 @@ class FakeMattermost:
         message = str(body["message"]) if body.get("message") is not None else post["message"]
         props = body["props"] if isinstance(body.get("props"), dict) else post["props"]
         return _json_response(self._edit(post, message, props))
+
+    # -- websocket, channel posts, reactions ------------------------------------------------------
+
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        if self._websockets_refused:
+            raise _MattermostError(503, "fake.websocket_refused.app_error", "Service Unavailable")
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        conn = _WebsocketConnection(ws=ws, request=request)
+        self._websockets.add(conn)
+        writer = asyncio.create_task(self._websocket_writer(conn))
+        try:
+            # An unknown header token leaves the connection unauthenticated (the server's
+            # websocket route does not require a session); the challenge may still succeed.
+            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+            header_user = self._tokens.get(token.strip()) if scheme.lower() in ("bearer", "token") else None
+            if header_user is not None:
+                self._websocket_authenticated(conn, header_user)
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                try:
+                    action = json.loads(msg.data)
+                except ValueError:
+                    continue
+                if not isinstance(action, dict):
+                    continue
+                seq = int(action.get("seq") or 0)
+                if action.get("action") == "authentication_challenge":
+                    if conn.user_id:
+                        continue  # the server ignores a challenge on an authenticated connection
+                    data = action.get("data") or {}
+                    user_id = self._tokens.get(str(data.get("token", ""))) if isinstance(data, dict) else None
+                    if user_id is None:
+                        break  # an unknown token: the server closes the connection
+                    conn.send_reply(seq)
+                    self._websocket_authenticated(conn, user_id)
+                elif not conn.user_id:
+                    conn.send_reply(
+                        seq,
+                        "FAIL",
+                        {"id": "api.web_socket_router.not_authenticated.app_error"},
+                    )
+                elif action.get("action") == "ping":
+                    conn.send_reply(seq, data={"text": "pong", "server_time": _now_ms()})
+        finally:
+            self._websockets.discard(conn)
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+            if not ws.closed:
+                await ws.close()
+        return ws
+
+    def _websocket_authenticated(self, conn: _WebsocketConnection, user_id: str) -> None:
+        conn.user_id = user_id
+        self.websocket_connects += 1
+        conn.send_event(
+            "hello",
+            {"server_version": "10.11.0.fake", "connection_id": new_id()},
+            {"omit_users": None, "user_id": user_id, "channel_id": "", "team_id": ""},
+        )
+
+    async def _websocket_writer(self, conn: _WebsocketConnection) -> None:
+        while True:
+            message = await conn.outbox.get()
+            data = message.get("data")
+            if isinstance(data, dict) and isinstance(data.get("post"), dict):
+                message = {**message, "data": {**data, "post": json.dumps(data["post"])}}
+            try:
+                await conn.ws.send_str(json.dumps(message))
+            except (ConnectionError, RuntimeError):
+                return
+
+    def _broadcast_post(self, user: dict[str, Any], channel: dict[str, Any], post: dict[str, Any]) -> None:
+        members = self._members.get(channel["id"], set())
+        data = {
+            "channel_display_name": channel["display_name"],
+            "channel_name": channel["name"],
+            "channel_type": channel["type"],
+            "post": post,
+            "sender_name": user["username"],
+            "set_online": True,
+            "team_id": channel["team_id"],
+        }
+        broadcast = {"omit_users": None, "user_id": "", "channel_id": channel["id"], "team_id": ""}
+        for conn in list(self._websockets):
+            if conn.user_id and conn.user_id in members:
+                conn.send_event("posted", data, broadcast)
+
+    async def _get_channels_for_user(self, request: web.Request) -> web.Response:
+        user_id = request.match_info["user_id"]
+        me = request[_USER]
+        if user_id == "me":
+            user_id = me["id"]
+        if user_id != me["id"] and not _is_admin(me):
+            raise _permission_error()
+        include_deleted = request.query.get("include_deleted", "").lower() == "true"
+        return _json_response(
+            [
+                c
+                for c in self.channels.values()
+                if user_id in self._members.get(c["id"], set()) and (include_deleted or not c["delete_at"])
+            ]
+        )
+
+    async def _get_channel_posts(self, request: web.Request) -> web.Response:
+        channel_id = request.match_info["channel_id"]
+        if not is_valid_id(channel_id):
+            raise _invalid_url_param("channel_id")
+        channel = self.channels.get(channel_id)
+        if channel is None or not self._can_access(request[_USER], channel):
+            raise _permission_error()
+        try:
+            since = int(request.query.get("since", "0") or 0)
+            per_page = min(int(request.query.get("per_page", "60") or 60), 200)
+        except ValueError:
+            raise _invalid_url_param("since") from None
+        in_channel = [p for p in self.posts if p["channel_id"] == channel_id]
+        if since > 0:
+            # The server's GetPostsSince: by update time, deleted posts included, at most 1000.
+            chosen = [p for p in in_channel if p["update_at"] > since][:_SINCE_LIMIT]
+        else:
+            chosen = [p for p in in_channel if not p["delete_at"]][-per_page:]
+        chosen.sort(key=lambda p: p["create_at"], reverse=True)
+        return _json_response(
+            {
+                "order": [p["id"] for p in chosen],
+                "posts": {p["id"]: p for p in chosen},
+                "next_post_id": "",
+                "prev_post_id": "",
+                "has_next": False,
+            }
+        )
+
+    async def _add_reaction(self, request: web.Request) -> web.Response:
+        body = await _read_json(request, "reaction")
+        if not isinstance(body, dict):
+            raise _invalid_body_param("reaction")
+        user = request[_USER]
+        if body.get("user_id") != user["id"]:
+            raise _permission_error()  # only the session's own reactions
+        post = self._posts_by_id.get(str(body.get("post_id", "")))
+        if post is None or post["delete_at"] or not self._can_access(user, self.channels[post["channel_id"]]):
+            raise _permission_error()
+        emoji = str(body.get("emoji_name") or "")
+        if not emoji or len(emoji) > 64:
+            raise _invalid_body_param("reaction")
+        reaction = {"user_id": user["id"], "post_id": post["id"], "emoji_name": emoji, "create_at": _now_ms()}
+        if not any(
+            r["user_id"] == user["id"] and r["post_id"] == post["id"] and r["emoji_name"] == emoji
+            for r in self.reactions
+        ):
+            self.reactions.append(reaction)
+        return _json_response(reaction, status=201)
+
+    def _user_id_by_name(self, username: str) -> str:
+        name = username.removeprefix("@").lower()
+        for user in self.users.values():
+            if user["username"] == name:
+                return str(user["id"])
+        raise KeyError(f"no user {username!r}")
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -1109,6 +1445,7 @@ class FakeMattermost:
         if root is not None:
             root["reply_count"] += 1
             root["last_reply_at"] = create_at
+        self._broadcast_post(user, channel, post)
         self._event().set()
         return post
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -517,8 +517,8 @@ def _custom_element(meta: FieldMeta) -> tuple[DialogElement, str] | None:
     return None
 
 
-def plan_create_form(issue_type: IssueTypeMeta, summary: str = "") -> CreatePlan:
-    """The form for `issue_type`: summary (pre-filled), description, priority, labels and
+def plan_create_form(issue_type: IssueTypeMeta, summary: str = "", description: str = "") -> CreatePlan:
+    """The form for `issue_type`: summary and description (pre-filled), priority, labels and
     assignee when its create screen has them, and every other required field without a default."""
     plan = CreatePlan()
     plan.add(
@@ -538,6 +538,7 @@ def plan_create_form(issue_type: IssueTypeMeta, summary: str = "") -> CreatePlan
                 display_name="Description",
                 name="description",
                 type="textarea",
+                default=description,
                 optional=not meta.required,
                 max_length=TEXTAREA_MAX,
             ),
@@ -645,14 +646,26 @@ def _listing(names: Iterable[str], limit: int = 20) -> str:
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
-def _project_context(inst: Instance, project: ProjectRef, summary: str) -> dict[str, str]:
+def _project_context(
+    inst: Instance, project: ProjectRef, summary: str, thread: Mapping[str, str] | None = None
+) -> dict[str, str]:
     return {
         "instance": inst.url,
         "project": project.key,
         "project_id": project.id,
         "project_name": project.name,
         "summary": summary,
+        **(thread or {}),
     }
+
+
+# `/jira create` run in a thread carries the thread's first post and the team's name (for the
+# permalink) through its buttons and form: to pre-fill the description, and to answer in the thread.
+_THREAD_KEYS = ("thread", "team")
+
+
+def _thread_of(data: Mapping[str, Any]) -> dict[str, str]:
+    return {k: str(data[k]) for k in _THREAD_KEYS if data.get(k)}
 
 
 def _type_picker(
@@ -662,6 +675,7 @@ def _type_picker(
     project: ProjectRef | None,
     types: Sequence[IssueTypeMeta],
     summary: str,
+    thread: Mapping[str, str] | None = None,
 ) -> Attachment:
     """Buttons for the issue types of `project` (a click opens the form) and a menu to switch
     project. Without a project, the menu only."""
@@ -674,7 +688,11 @@ def _type_picker(
             "Pick its type:"
         )
         for t in types[:MAX_TYPE_BUTTONS]:
-            context = {"action": ACTION_CREATE_TYPE, **_project_context(inst, project, summary), "type": t.id}
+            context = {
+                "action": ACTION_CREATE_TYPE,
+                **_project_context(inst, project, summary, thread),
+                "type": t.id,
+            }
             found.append(factory.button(t.name or t.id, context, user_id=ctx.user_id))
         if len(types) > MAX_TYPE_BUTTONS:
             lines.append("For another type, use `/jira create --type NAME`.")
@@ -689,7 +707,7 @@ def _type_picker(
         found.append(
             factory.menu(
                 "Another project" if project is not None else "Project",
-                {"action": ACTION_CREATE_PROJECT, "instance": inst.url, "summary": summary},
+                {"action": ACTION_CREATE_PROJECT, "instance": inst.url, "summary": summary, **(thread or {})},
                 options,
                 user_id=ctx.user_id,
             )
@@ -707,11 +725,24 @@ class _Offer:
 
 
 async def _offer_form(
-    ctx: Caller, inst: Instance, project: ProjectRef, issue_type: IssueTypeMeta, summary: str
+    ctx: Caller,
+    inst: Instance,
+    project: ProjectRef,
+    issue_type: IssueTypeMeta,
+    summary: str,
+    thread: Mapping[str, str] | None = None,
 ) -> _Offer:
-    plan = plan_create_form(issue_type, summary)
+    description = ""
+    if thread:
+        # Imported here: the thread module builds on this one.
+        from bot.commands.handlers.thread import thread_description
+
+        description = await thread_description(ctx, thread)
+    plan = plan_create_form(issue_type, summary, description)
     if plan.missing:
-        url = create_screen_url(inst.url, project.id, issue_type.id, {"summary": summary})
+        url = create_screen_url(
+            inst.url, project.id, issue_type.id, {"summary": summary, "description": description}
+        )
         names = ", ".join(neutral(f.name) for f in plan.missing)
         return _Offer(
             False,
@@ -721,7 +752,7 @@ async def _offer_form(
     state = ctx.deps.signer.dumps(
         {
             "dialog": CREATE_DIALOG,
-            **_project_context(inst, project, ""),
+            **_project_context(inst, project, "", thread),
             "type": issue_type.id,
             "kinds": plan.kinds,
             "required": plan.required,
@@ -750,7 +781,7 @@ async def _offer_form(
         # The trigger id had expired (Jira answered slowly): a click brings a fresh one.
         context = {
             "action": ACTION_CREATE_TYPE,
-            **_project_context(inst, project, summary),
+            **_project_context(inst, project, summary, thread),
             "type": issue_type.id,
         }
         button = ctx.deps.actions.button("Open the form", context, user_id=ctx.user_id, style="primary")
@@ -769,6 +800,7 @@ async def _offer_form(
 )
 async def create(ctx: CommandContext) -> CommandResponse:
     wanted_project, wanted_type, summary = _create_options(ctx.args)
+    thread = {"thread": ctx.root_id, "team": ctx.team_domain} if ctx.root_id else {}
     inst = await ctx.choose_instance(ctx.instance_arg)
     session = await ctx.jira(inst)
     projects = await session.projects()
@@ -789,7 +821,7 @@ async def create(ctx: CommandContext) -> CommandResponse:
             project = projects[0]
     if project is None:
         return CommandResponse.ephemeral(
-            "", attachments=[_type_picker(ctx, inst, projects, None, (), summary)]
+            "", attachments=[_type_picker(ctx, inst, projects, None, (), summary, thread)]
         )
     types = _creatable_types((await session.create_meta(project.key)).issue_types)
     if not types:
@@ -808,9 +840,9 @@ async def create(ctx: CommandContext) -> CommandResponse:
         chosen = types[0]
     if chosen is None:
         return CommandResponse.ephemeral(
-            "", attachments=[_type_picker(ctx, inst, projects, project, types, summary)]
+            "", attachments=[_type_picker(ctx, inst, projects, project, types, summary, thread)]
         )
-    offer = await _offer_form(ctx, inst, project, chosen, summary)
+    offer = await _offer_form(ctx, inst, project, chosen, summary, thread)
     return CommandResponse.ephemeral(offer.text, attachments=offer.attachments or None)
 
 
@@ -828,7 +860,7 @@ async def create_project_chosen(ctx: ActionContext) -> ActionResponse:
     types = _creatable_types((await session.create_meta(project.key)).issue_types)
     if not types:
         return ActionResponse.ephemeral(f"Your Jira account cannot create issues in `{project.key}`.")
-    picker = _type_picker(ctx, inst, projects, project, types, summary)
+    picker = _type_picker(ctx, inst, projects, project, types, summary, _thread_of(ctx.data))
     return ActionResponse(update=PostUpdate(message="", props=attachments_props([picker])))
 
 
@@ -846,7 +878,7 @@ async def create_type_chosen(ctx: ActionContext) -> ActionResponse:
     issue_type = (await session.create_meta(project.key, [type_id])).issue_type(type_id)
     if issue_type is None:
         return ActionResponse.ephemeral(f"You can no longer create this type of issue in `{project.key}`.")
-    offer = await _offer_form(ctx, inst, project, issue_type, str(data.get("summary", "")))
+    offer = await _offer_form(ctx, inst, project, issue_type, str(data.get("summary", "")), _thread_of(data))
     if offer.opened:
         return ActionResponse()
     if offer.attachments:
@@ -984,17 +1016,22 @@ async def create_submitted(ctx: DialogContext) -> DialogResponse | None:
     await ctx.deps.accounts.set_last_project(ctx.user_id, project_key, now=ctx.now())
     summary = str(fields.get("summary", ""))
     link = issue_link(created.key, created.browse_url, summary)
-    await _announce(ctx, f"{await _who(ctx)} created a Jira issue {link}")
+    await _announce(
+        ctx, f"{await _who(ctx)} created a Jira issue {link}", root_id=str(state.get("thread") or "")
+    )
     if search_later:
         await _assign_created(ctx, inst, session, created.key, created.browse_url, search_later)
     return None
 
 
-async def _announce(ctx: DialogContext, message: str) -> None:
-    """Tell the channel; the issue exists already, so a failure here must not fail the form."""
+async def _announce(ctx: DialogContext, message: str, *, root_id: str = "") -> None:
+    """Tell the channel (in the thread `root_id` when given); the issue exists already, so a
+    failure here must not fail the form."""
     if ctx.channel_id:
         try:
-            await ctx.deps.mattermost.create_post(OutgoingPost(channel_id=ctx.channel_id, message=message))
+            await ctx.deps.mattermost.create_post(
+                OutgoingPost(channel_id=ctx.channel_id, message=message, root_id=root_id)
+            )
             return
         except DeliveryError as e:
             log.warning("could not announce a created issue in channel %s: %s", ctx.channel_id, e)
