@@ -104,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="run the bot")
     serve.add_argument("--config", "-c", dest="config_sub", help=argparse.SUPPRESS)
     sub.add_parser("check-config", help="validate the configuration and exit")
+    sub.add_parser("gate", help="pipeline client of the change gate (see `jira-chatops gate --help`)")
     url = sub.add_parser("webhook-url", help="print the webhook URLs to enter in Jira")
     url.add_argument("--team")
     url.add_argument("--channel")
@@ -114,6 +115,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--config", "-c", dest="config_sub", help=argparse.SUPPRESS)
     sub.choices["check-config"].add_argument("--config", "-c", dest="config_sub", help=argparse.SUPPRESS)
 
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["gate"]:
+        # The pipeline client needs no configuration of the bot's.
+        from bot.gate.cli import gate_main
+
+        return gate_main(words[1:])
     args = parser.parse_args(argv)
     try:
         settings = _load(getattr(args, "config_sub", None) or args.config)

@@ -31,6 +31,11 @@ from bot.commands.context import Deps
 from bot.commands.service import CommandService
 from bot.commands.table import COMMANDS
 from bot.config import Settings
+from bot.gate.jsm import JsmClients
+from bot.gate.poller import GatePoller
+from bot.gate.posts import GatePosts
+from bot.gate.service import GateService
+from bot.gate.store import GateStore
 from bot.instances import InstanceDirectory
 from bot.jira.client import JiraGateway
 from bot.jira.credentials import Credentials
@@ -48,6 +53,7 @@ from bot.pipeline.processor import EventProcessor
 from bot.pipeline.subscriptions import SubscriptionCache
 from bot.security.signing import ContextSigner, derive_key
 from bot.store.db import Database, make_engine
+from bot.web.gate_api import GateApi
 from bot.web.health import HealthHandler
 from bot.web.jira_webhook import JiraWebhookHandler
 from bot.web.mm_command import SlashCommandHandler
@@ -135,6 +141,7 @@ def _command_service(
     subs: SubscriptionCache,
     metrics: Metrics,
     clock: Callable[[], datetime],
+    gate: GateService | None = None,
 ) -> CommandService:
     master = load_or_create_key(settings)
     cipher = TokenCipher(master)
@@ -186,8 +193,49 @@ def _command_service(
         clock=clock,
         notify_user=notify_user,
         webhook_secret=webhook_secret(settings),
+        gate=gate,
     )
     return CommandService(deps)
+
+
+CleanupContext = Callable[[web.Application], AsyncIterator[None]]
+
+
+def _change_gate(
+    app: web.Application,
+    settings: Settings,
+    db: Database,
+    sink: PostSink,
+    clock: Callable[[], datetime],
+    run_workers: bool,
+) -> tuple[GateService, CleanupContext] | None:
+    """The deployment change gate, when configured: its API, its poller, its channel posts."""
+    cg = settings.change_gate
+    if cg is None:
+        return None
+    clients = JsmClients(
+        settings.jira,
+        planned_start_field=cg.planned_start_field,
+        planned_end_field=cg.planned_end_field,
+        time_zone=cg.time_zone,
+    )
+    service = GateService(GateStore(db.engine), cg, clients)
+    if isinstance(sink, MattermostClient):
+        posts = GatePosts(
+            sink, cg.channel, save_root_post=service.set_root_post, list_events=service.list_events
+        )
+        service.add_listener(posts.on_change)
+    app.add_routes(GateApi(service, clock=clock).routes())
+    poller = GatePoller(service, clock=clock)
+
+    async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
+        if run_workers:
+            poller.start()
+        yield
+        await poller.stop()
+        await clients.close()
+
+    return service, lifecycle
 
 
 def create_app(
@@ -286,10 +334,13 @@ def create_app(
     )
     app.add_routes(webhook.routes() + health.routes())
 
+    gate = _change_gate(app, settings, db, the_sink, clock, run_workers)
+    gate_service = gate[0] if gate else None
+
     # Slash commands and interactivity need a real Mattermost to talk back to.
     commands: CommandService | None = None
     if isinstance(the_sink, MattermostClient):
-        commands = _command_service(settings, db, directory, the_sink, subs, metrics, clock)
+        commands = _command_service(settings, db, directory, the_sink, subs, metrics, clock, gate_service)
         slash = SlashCommandHandler(
             commands,
             tokens=[t.get_secret_value() for t in settings.mattermost.command_tokens],
@@ -353,6 +404,8 @@ def create_app(
     app.cleanup_ctx.append(config_subscriptions)
     if run_workers:
         app.cleanup_ctx.append(workers)
+    if gate is not None:
+        app.cleanup_ctx.append(gate[1])  # after storage: the poller reads the gates table
     if commands is not None:
         # After storage: the listener reads its catch-up watermark from the store.
         chat = build_chat_listener(settings, commands)

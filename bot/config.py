@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from bot.gate.config import ChangeGateSettings
+
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message names the key and the problem."""
@@ -254,8 +256,24 @@ class Settings(_Section):
     subscriptions: tuple[SubscriptionSettings, ...] = ()
     commands: CommandSettings = CommandSettings()
     chat: ChatSettings = ChatSettings()
+    change_gate: ChangeGateSettings | None = None
     security: SecuritySettings = SecuritySettings()
     logging: LoggingSettings = LoggingSettings()
+
+    @model_validator(mode="after")
+    def _gate_instances_exist(self) -> Settings:
+        gate = self.change_gate
+        if gate is None:
+            return self
+        for name in gate.referenced_instances():
+            if name is None:
+                if len(self.jira.instances) != 1:
+                    raise ValueError(
+                        "change_gate.instance: required unless jira.instances holds exactly one instance"
+                    )
+            elif self.jira.find_instance(name) is None:
+                raise ValueError(f"change_gate: no configured Jira instance {name!r}")
+        return self
 
     @property
     def database_url(self) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 from bot.accounts.service import AccountError, AccountService, ReconnectRequired
 from bot.config import Settings
+from bot.gate.service import GateService
 from bot.instances import Instance, InstanceDirectory
 from bot.jira.client import JiraGateway, JiraSession
 from bot.jira.errors import JiraError
@@ -51,6 +52,7 @@ class Deps:
     notify_user: Callable[[str, str], Awaitable[None]]
     # The secret Jira's webhooks carry (configured, or generated into the data directory).
     webhook_secret: str = ""
+    gate: GateService | None = None  # the change gate, when configured
 
     @property
     def public_url(self) -> str:

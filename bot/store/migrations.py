@@ -62,9 +62,16 @@ def _create_account_tables(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=[schema.connections, schema.user_prefs], checkfirst=True)
 
 
+def _create_gate_tables(conn: Connection) -> None:
+    schema.metadata.create_all(
+        conn, tables=[schema.gates, schema.gate_links, schema.gate_events], checkfirst=True
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _create_initial_schema),
     Migration(2, "connected Jira accounts and user preferences", _create_account_tables),
+    Migration(3, "change gate: gates, links to change requests, gate events", _create_gate_tables),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -175,3 +175,71 @@ user_prefs = sa.Table(
     sa.Column("last_project", sa.String(255), nullable=True),
     sa.Column("updated_at", UTCDateTime, nullable=False),
 )
+
+# --------------------------------------------------------------------------- version 3: change gate
+
+gates = sa.Table(
+    "gates",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    # The pipeline's Idempotency-Key: a retried POST returns the gate it opened.
+    sa.Column("idempotency_key", sa.String(255), nullable=False, unique=True),
+    sa.Column("body_hash", sa.String(128), nullable=False),
+    sa.Column("request", JSONType, nullable=False),
+    sa.Column("project", sa.String(255), nullable=False),
+    sa.Column("environment", sa.String(255), nullable=False),
+    sa.Column("version", sa.String(255), nullable=False),
+    sa.Column("target", JSONType, nullable=False),  # instance, service desk, request type
+    sa.Column("controlled", sa.Boolean, nullable=False),
+    sa.Column("cr_id", sa.String(64), nullable=True),
+    sa.Column("cr_key", sa.String(64), nullable=True),
+    sa.Column("cr", JSONType, nullable=True),  # the latest snapshot read from Jira
+    sa.Column("decision", sa.String(16), nullable=False),
+    sa.Column("reason", sa.String(32), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("retry_after_seconds", sa.Integer, nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),  # active | done
+    sa.Column("deployment", sa.String(32), nullable=True),  # latest deployment event kind
+    sa.Column("root_post_id", sa.String(64), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("decided_at", UTCDateTime, nullable=True),
+    sa.Column("deadline", UTCDateTime, nullable=False),
+    # Bumped by every change: updates are conditional on it, and long polls watch it.
+    sa.Column("revision", sa.Integer, nullable=False, server_default="1"),
+    # The poller's scan: active gates by decision.
+    sa.Index(None, "status", "decision"),
+    sa.Index(None, "project", "environment", "version"),
+    sa.Index(None, "created_at"),
+)
+
+gate_links = sa.Table(
+    "gate_links",
+    metadata,
+    # One row per deployment (instance + project + version + environment): the CR it is linked to,
+    # or, while cr_id is NULL, the gate that is looking it up or creating it (a lease, so a crashed
+    # call does not block the deployment forever).
+    sa.Column("instance", sa.String(512), primary_key=True),
+    sa.Column("project", sa.String(255), primary_key=True),
+    sa.Column("version", sa.String(255), primary_key=True),
+    sa.Column("environment", sa.String(255), primary_key=True),
+    sa.Column("cr_id", sa.String(64), nullable=True),  # Jira issue id: keys change when issues move
+    sa.Column("cr_key", sa.String(64), nullable=True),
+    sa.Column("owner", sa.String(32), nullable=True),
+    sa.Column("claim_until", UTCDateTime, nullable=True),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+gate_events = sa.Table(
+    "gate_events",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("gate_id", sa.String(32), nullable=False),
+    # The pipeline's event id, or "comment:<kind>" for a comment the bot posted on the CR:
+    # the unique pair makes a repeated report, or a second comment, a no-op.
+    sa.Column("event_id", sa.String(255), nullable=False),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("gate_id", "event_id"),
+)

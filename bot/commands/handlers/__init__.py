@@ -3,6 +3,7 @@
 from bot.commands.handlers import (
     account,  # noqa: F401
     admin,  # noqa: F401
+    change,  # noqa: F401
     issue,  # noqa: F401
     post_actions,  # noqa: F401
     subscribe,  # noqa: F401

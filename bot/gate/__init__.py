@@ -1,0 +1,1 @@
+"""The deployment change gate on Jira Service Management change requests."""
