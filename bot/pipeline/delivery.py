@@ -16,8 +16,8 @@ from bot.config import ChannelPostSettings, DeliverySettings
 from bot.mattermost.models import DeliveryError, OutgoingPost, PostSink
 from bot.metrics import Metrics
 from bot.pipeline.backoff import retry_delay
-from bot.pipeline.loop import work_loop
-from bot.store.interfaces import Delivery, DeliveryRepository, ThreadRepository
+from bot.pipeline.loop import give_way, work_loop
+from bot.store.interfaces import Delivery, DeliveryRepository, NewThreadRoot, ThreadRepository
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ class DeliveryWorker:
         metrics: Metrics,
         clock: Callable[[], datetime],
         owner: str,
+        busy: Callable[[], bool] = lambda: False,
     ) -> None:
         self._store = deliveries
         self._threads = threads
@@ -44,9 +45,16 @@ class DeliveryWorker:
         self._clock = clock
         self._owner = owner
         self._slots = asyncio.Semaphore(settings.workers)
+        self._busy = busy
+        self._delivered = metrics.posts.labels("delivered")
 
     async def run_once(self) -> int:
-        """Claim the deliveries that are due and send them; returns how many were claimed."""
+        """Claim the deliveries that are due and send them; returns how many were claimed.
+
+        The posts made are recorded together, in one transaction (and their thread roots in
+        one more) instead of one or two per post.
+        """
+        await give_way(self._busy)
         batch = await self._store.claim_due(
             limit=self._settings.workers * 4,
             owner=self._owner,
@@ -54,20 +62,32 @@ class DeliveryWorker:
             lease_seconds=self._settings.lease_seconds,
         )
         if batch:
-            await asyncio.gather(*(self._deliver_guarded(d) for d in batch))
+            posted = await asyncio.gather(*(self._send_guarded(d) for d in batch))
+            await self._record(
+                [(d, post_id) for d, post_id in zip(batch, posted, strict=True) if post_id is not None]
+            )
         return len(batch)
 
-    async def _deliver_guarded(self, delivery: Delivery) -> None:
+    async def _send_guarded(self, delivery: Delivery) -> str | None:
         async with self._slots:
             try:
-                await self.deliver(delivery)
+                return await self._send(delivery)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # a bug must not stop the queue; the lease lets it retry
                 log.exception("delivery %s failed unexpectedly", delivery.id)
                 await self._failed(delivery, DeliveryError(f"internal error: {e}", retryable=True))
+                return None
 
     async def deliver(self, d: Delivery) -> None:
+        """Send one delivery and record the outcome."""
+        post_id = await self._send(d)
+        if post_id is not None:
+            await self._record([(d, post_id)])
+
+    async def _send(self, d: Delivery) -> str | None:
+        """Make the post; the Mattermost post id, or None when it failed (and was rescheduled or
+        dead-lettered)."""
         payload = d.payload
         issue_key = str(payload.get("issue_key", ""))
         instance_id = str(payload.get("instance_id", ""))
@@ -85,22 +105,47 @@ class DeliveryWorker:
             pending_post_id=d.pending_post_id,
         )
         try:
-            post_id = await self._sink.create_post(post)
+            return await self._sink.create_post(post)
         except DeliveryError as e:
             await self._failed(d, e)
+            return None
+
+    async def _record(self, posted: list[tuple[Delivery, str]]) -> None:
+        """Mark posts made as delivered and remember the thread roots among them.
+
+        Should this fail (or the process die first), the leases run out and the posts are sent
+        again with their pending_post_id, which Mattermost recognises: nothing is posted twice.
+        """
+        if not posted:
             return
         now = self._clock()
-        await self._store.mark_delivered(d.id, owner=self._owner, post_id=post_id, now=now)
-        if thread == "root":
-            expires = now + timedelta(days=self._posts.thread_comments_days)
-            await self._threads.set_root_if_absent(
-                instance_id, d.channel_id, issue_key, root_post_id=post_id, expires_at=expires, now=now
-            )
-        self._metrics.posts.labels("delivered").inc()
-        self._metrics.delivery_latency.observe(
-            max(0.0, (now - (d.received_at or d.created_at)).total_seconds())
+        marked = await self._store.mark_delivered_many(
+            [(d.id, post_id) for d, post_id in posted], owner=self._owner, now=now
         )
-        log.info("%s: posted to channel %s (post %s)", issue_key, d.channel_id, post_id)
+        expires = now + timedelta(days=self._posts.thread_comments_days)
+        roots = [
+            NewThreadRoot(
+                instance_id=str(d.payload.get("instance_id", "")),
+                channel_id=d.channel_id,
+                issue_key=str(d.payload.get("issue_key", "")),
+                root_post_id=post_id,
+                expires_at=expires,
+            )
+            for (d, post_id), ok in zip(posted, marked, strict=True)
+            if ok and d.payload.get("thread", "") == "root"
+        ]
+        await self._threads.set_roots_if_absent(roots, now=now)
+        for (d, post_id), ok in zip(posted, marked, strict=True):
+            if not ok:
+                log.warning("delivery %s: lease lost before it was recorded; another worker has it", d.id)
+                continue
+            self._delivered.inc()
+            self._metrics.delivery_latency.observe(
+                max(0.0, (now - (d.received_at or d.created_at)).total_seconds())
+            )
+            log.info(
+                "%s: posted to channel %s (post %s)", d.payload.get("issue_key", ""), d.channel_id, post_id
+            )
 
     async def _failed(self, d: Delivery, error: DeliveryError) -> None:
         now = self._clock()

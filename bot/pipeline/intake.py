@@ -2,6 +2,10 @@
 
 A webhook is acknowledged only once it is in the database; rendering and delivery happen in
 the background workers, so a crash after the answer loses nothing.
+
+The intake only takes a quick look at the body (`peek_webhook`): malformed JSON is refused and
+webhooks that obviously carry nothing to post are answered "ignored"; the full parse happens
+once, in the event processor, which counts what it finds unpostable as ignored too.
 """
 
 from __future__ import annotations
@@ -14,12 +18,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
-from bot.jira.events import normalise
+from bot.jira.events import unpostable_reason
 from bot.jira.instances import resolve_instance
-from bot.jira.models import WebhookParseError, parse_webhook
+from bot.jira.models import WebhookParseError, peek_webhook
 from bot.mattermost.models import DeliveryError, PostSink
 from bot.metrics import Metrics
-from bot.store.interfaces import DeliveryRepository, InboxRepository
+from bot.pipeline.inbox_writer import InboxWriter
+from bot.store.interfaces import DeliveryRepository, InboxRepository, NewInboxRow
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +70,10 @@ class Intake:
         max_backlog: int,
         on_accepted: Callable[[], None] = lambda: None,
         backlog_cache_seconds: float = 1.0,
+        writer: InboxWriter | None = None,
     ) -> None:
         self._inbox = inbox
+        self._writer = writer if writer is not None else InboxWriter(inbox, clock=clock)
         self._stats = stats
         self._sink = sink
         self._metrics = metrics
@@ -77,6 +84,24 @@ class Intake:
         self._backlog_ttl = backlog_cache_seconds
         self._backlog_value = 0
         self._backlog_checked = float("-inf")
+        # Requests between their arrival and their answer: background workers give way while
+        # webhooks are coming in (see `busy`).
+        self._in_flight = 0
+        self._last_arrival = float("-inf")
+        # Resolved label children: `labels()` takes a lock and a lookup on every call.
+        self._counters = {o: metrics.webhooks.labels(o.value) for o in Outcome}
+
+    @property
+    def writer(self) -> InboxWriter:
+        return self._writer
+
+    def busy(self, within: float = 0.005) -> bool:
+        """Whether background work should give way to the intake: webhooks are coming in (one is
+        in flight, or one arrived in the last `within` seconds: between two rounds of a burst none
+        may be) and the backlog is less than half full. Past that, draining it comes first."""
+        if self._backlog_value * 2 >= self._max_backlog:
+            return False
+        return self._in_flight > 0 or time.monotonic() - self._last_arrival < within
 
     async def _backlog(self) -> int:
         # Counting rows on every webhook would cost more than the insert itself.
@@ -92,10 +117,18 @@ class Intake:
         self._metrics.webhooks.labels(outcome).inc()
 
     def _result(self, outcome: Outcome, reason: str = "", **kw: int | None) -> IntakeResult:
-        self._metrics.webhooks.labels(outcome.value).inc()
+        self._counters[outcome].inc()
         return IntakeResult(outcome, reason, **kw)  # type: ignore[arg-type]
 
     async def accept(self, req: WebhookRequest) -> IntakeResult:
+        self._in_flight += 1
+        self._last_arrival = time.monotonic()
+        try:
+            return await self._accept(req)
+        finally:
+            self._in_flight -= 1
+
+    async def _accept(self, req: WebhookRequest) -> IntakeResult:
         if await self._backlog() >= self._max_backlog:
             return self._result(Outcome.OVERLOADED, "backlog full", retry_after=30)
 
@@ -108,18 +141,19 @@ class Intake:
             params["team"], params["channel"] = team, channel
 
         try:
-            payload = parse_webhook(req.body)
+            peek = peek_webhook(req.body)
         except WebhookParseError as e:
             return self._result(Outcome.BAD_REQUEST, f"malformed webhook: {e}")
 
-        event = normalise(payload)
-        if event is None:
-            log.info("webhook ignored: %s carries nothing to post", payload.webhook_event or "unknown event")
+        reason = unpostable_reason(peek)
+        if reason is not None:
+            log.info("webhook ignored: %s", reason)
             return self._result(Outcome.IGNORED, "nothing to post")
 
-        instance = resolve_instance(req.path_instance, event.issue.base_url, self._instances())
+        issue_key = (peek.issue.key or peek.issue.id or "?") if peek.issue else "?"
+        instance = resolve_instance(req.path_instance, peek.base_url, self._instances())
         if instance is None:
-            log.info("webhook ignored: %s is from an instance that is not configured", event.issue.key)
+            log.info("webhook ignored: %s is from an instance that is not configured", issue_key)
             return self._result(Outcome.IGNORED, "unknown Jira instance")
 
         if req.route == "legacy":
@@ -127,22 +161,23 @@ class Intake:
                 channel_id = await self._legacy_channel(params["team"], params["channel"])
             except DeliveryError as e:
                 # Mattermost unreachable: Jira retries a 503, so nothing is lost.
-                log.warning("legacy webhook for %s: cannot look up channel: %s", event.issue.key, e)
+                log.warning("legacy webhook for %s: cannot look up channel: %s", issue_key, e)
                 return self._result(Outcome.UNAVAILABLE, "Mattermost unreachable", retry_after=30)
             if channel_id is None:
                 return self._result(Outcome.BAD_REQUEST, "unknown team or channel")
             params["channel_id"] = channel_id
 
-        inbox_id, created = await self._inbox.enqueue(
-            dedupe_key=req.delivery_id,
-            route=req.route,
-            instance_id=instance,
-            params=params,
-            body=req.body,
-            now=self._clock(),
+        row = NewInboxRow(
+            dedupe_key=req.delivery_id, route=req.route, instance_id=instance, params=params, body=req.body
         )
+        try:
+            inbox_id, created = await self._writer.enqueue(row)
+        except Exception as e:
+            # Not stored, so not acknowledged: Jira retries a 503.
+            log.warning("webhook for %s not stored: %s", issue_key, e)
+            return self._result(Outcome.UNAVAILABLE, "cannot store the webhook", retry_after=5)
         if not created:
-            log.info("webhook %s for %s already received: not posted again", req.delivery_id, event.issue.key)
+            log.info("webhook %s for %s already received: not posted again", req.delivery_id, issue_key)
             return self._result(Outcome.DUPLICATE, "already received", inbox_id=inbox_id)
         self._backlog_value += 1
         self._on_accepted()

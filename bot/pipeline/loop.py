@@ -32,3 +32,18 @@ async def work_loop(
         timeout = await idle_wait()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), timeout=timeout)
+
+
+async def give_way(busy: Callable[[], bool], *, step: float = 0.005, longest: float = 1.0) -> None:
+    """Wait while `busy()` says the webhook intake needs the process, but at most `longest` seconds.
+
+    Background workers share the event loop (and the database) with the intake. During a burst,
+    answering Jira quickly matters more than posting a few milliseconds sooner, and the stored
+    backlog is there to absorb it. The bound keeps the workers going under sustained load (and
+    the intake stops claiming priority once the backlog fills up, see `Intake.busy`).
+    """
+    # Polled: the intake's state changes with every request, too often to signal each change.
+    for _ in range(max(1, round(longest / step))):
+        if not busy():
+            return
+        await asyncio.sleep(step)

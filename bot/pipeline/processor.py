@@ -18,21 +18,23 @@ from bot.jira.events import COMMENT_KINDS, IssueEvent, event_summary, normalise
 from bot.jira.models import WebhookParseError, parse_webhook
 from bot.metrics import Metrics
 from bot.pipeline.issue_memory import IssueMemory
-from bot.pipeline.loop import work_loop
+from bot.pipeline.loop import give_way, work_loop
 from bot.pipeline.subscriptions import SubscriptionCache
 from bot.render.posts import RenderOptions, render_event
 from bot.routing.legacy import LegacyOptions, legacy_matches
 from bot.routing.matcher import SubscriptionIndex
-from bot.store.interfaces import InboxItem, InboxRepository, NewDelivery
+from bot.store.interfaces import InboxCompletion, InboxItem, InboxRepository, NewDelivery
 
 log = logging.getLogger(__name__)
 
 CHANNEL_POST = "channel_post"
+# Claims of a webhook whose processing keeps failing before it is closed as failed.
+MAX_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    outcome: str  # routed, unrouted, ignored
+    outcome: str  # routed, unrouted, ignored, or "failed: <error>"
     deliveries: tuple[NewDelivery, ...]
     event: IssueEvent | None = None
 
@@ -75,7 +77,7 @@ def plan_deliveries(
         if channel_id and legacy_matches(LegacyOptions.from_query(item.params), event):
             targets.append((channel_id, None))
     else:
-        targets.extend((sub.channel_id, sub.name) for sub in index.match(event, instance_id))
+        targets.extend(index.match_targets(event, instance_id))
     if not targets:
         return Plan("unrouted", (), event)
 
@@ -109,6 +111,12 @@ def plan_deliveries(
     return Plan("routed" if deliveries else "unrouted", tuple(deliveries), event)
 
 
+def _status(plan: Plan) -> str:
+    if plan.outcome.startswith("failed"):
+        return "failed"
+    return "done" if plan.deliveries else "ignored"
+
+
 class EventProcessor:
     def __init__(
         self,
@@ -123,6 +131,7 @@ class EventProcessor:
         lease_seconds: float,
         on_planned: Callable[[], None] = lambda: None,
         batch_size: int = 64,
+        busy: Callable[[], bool] = lambda: False,
     ) -> None:
         self._inbox = inbox
         self._subs = subscriptions
@@ -134,49 +143,83 @@ class EventProcessor:
         self._lease = lease_seconds
         self._on_planned = on_planned
         self._batch = batch_size
+        self._busy = busy
+        self._ignored = metrics.webhooks.labels("ignored")
 
     async def run_once(self) -> int:
-        """Process one batch of stored webhooks; returns how many were claimed."""
+        """Process one batch of stored webhooks; returns how many were claimed.
+
+        The batch is closed in one transaction: its deliveries are committed with it, or (when
+        the lease was lost meanwhile) not at all.
+        """
+        await give_way(self._busy)
         items = await self._inbox.claim(
             limit=self._batch, owner=self._owner, now=self._clock(), lease_seconds=self._lease
         )
         if not items:
             return 0
         index = await self._subs.index()
-        planned = 0
+        closing: list[tuple[InboxItem, Plan]] = []
         for item in items:
-            event = decode(item)
-            if event is not None:
-                event = await self._memory.complete(event, instance_of(item, event), self._clock())
-                if event.issue.fields_partial:
-                    log.info(
-                        "%s: not posted to channels: the issue's security level is unknown "
-                        "(no complete webhook for it seen yet)",
-                        event_summary(event),
-                    )
-            plan = plan_deliveries(item, event, index, self._settings)
-            status = "done" if plan.deliveries else "ignored"
-            await self._inbox.complete(
-                item.id,
-                owner=self._owner,
-                outcome=plan.outcome,
-                status=status,
-                deliveries=plan.deliveries,
-                now=self._clock(),
-            )
-            if plan.event is not None:
-                for kind in plan.event.kinds:
-                    self._metrics.events.labels(kind).inc()
-                log.info(
-                    "%s: %s, %d post(s) queued",
-                    event_summary(plan.event),
-                    plan.outcome,
-                    len(plan.deliveries),
+            try:
+                closing.append((item, await self._plan(item, index)))
+            except Exception as e:  # one webhook must not hold back the rest of the batch
+                if item.attempts < MAX_ATTEMPTS:
+                    # Left leased: claimed again once the lease runs out (a database hiccup passes).
+                    log.exception("inbox item %d could not be processed; will retry", item.id)
+                    continue
+                log.exception("inbox item %d failed %d times; giving up", item.id, item.attempts)
+                closing.append((item, Plan(f"failed: {e}"[:200], ())))
+        completed = await self._inbox.complete_many(
+            [
+                InboxCompletion(
+                    item_id=item.id,
+                    outcome=plan.outcome,
+                    status=_status(plan),
+                    deliveries=plan.deliveries,
                 )
+                for item, plan in closing
+            ],
+            owner=self._owner,
+            now=self._clock(),
+        )
+        planned = 0
+        for (item, plan), done in zip(closing, completed, strict=True):
+            if not done:
+                log.warning("inbox item %d: lease lost before it was closed; another worker has it", item.id)
+                continue
+            if plan.outcome.startswith("failed"):
+                continue
+            if plan.event is None:
+                # Stored by the intake, found unpostable by the full parse: counted as the intake
+                # counts the webhooks it can tell are unpostable at a glance.
+                self._ignored.inc()
+                log.info("webhook %s: ignored, nothing to post", item.dedupe_key or f"#{item.id}")
+                continue
+            for kind in plan.event.kinds:
+                self._metrics.events.labels(kind).inc()
+            log.info(
+                "%s: %s, %d post(s) queued",
+                event_summary(plan.event),
+                plan.outcome,
+                len(plan.deliveries),
+            )
             planned += len(plan.deliveries)
         if planned:
             self._on_planned()
         return len(items)
+
+    async def _plan(self, item: InboxItem, index: SubscriptionIndex) -> Plan:
+        event = decode(item)
+        if event is not None:
+            event = await self._memory.complete(event, instance_of(item, event), self._clock())
+            if event.issue.fields_partial:
+                log.info(
+                    "%s: not posted to channels: the issue's security level is unknown "
+                    "(no complete webhook for it seen yet)",
+                    event_summary(event),
+                )
+        return plan_deliveries(item, event, index, self._settings)
 
     async def run(self, wake: asyncio.Event, poll_interval: float) -> None:
         async def idle_wait() -> float:

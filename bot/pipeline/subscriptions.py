@@ -10,7 +10,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-from bot.routing.matcher import SubscriptionIndex
+from bot.routing.matcher import IndexBuilder, SubscriptionIndex
 from bot.routing.model import Subscription
 from bot.store.interfaces import KeyValueRepository, SubscriptionRepository
 
@@ -34,8 +34,11 @@ class SubscriptionCache:
             return self._index
         version = await self._kv.get(VERSION_KEY, now=datetime.now(UTC))
         if self._index is None or version != self._version:
-            subs = await self._store.list_all()
-            self._index = SubscriptionIndex.build(subs)
+            # Streamed: only the index's compact entries are kept, never all the subscriptions.
+            builder = IndexBuilder()
+            async for sub in self._store.iter_all():
+                builder.add(sub)
+            self._index = builder.build()
             self._version = version
         self._checked = now
         return self._index

@@ -20,11 +20,12 @@ callers here must do the same (and build the event from the full issue) to route
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from bot.jira.events import EVENT_UPDATED_ANY, IssueEvent, NamedValue
-from bot.routing.model import SECURITY_FIELD_KEYS, FieldFilter, Inclusion, Subscription
+from bot.routing.model import SECURITY_FIELD_KEYS, FieldFilter, Inclusion, Subscription, SubscriptionFilters
 
 _UPDATED_PREFIX = "event_updated"
 _COMMENT_SUFFIX = "comment"
@@ -145,31 +146,21 @@ class _IssueView:
         return ()
 
 
-@dataclass(frozen=True, slots=True)
-class _Compiled:
-    """A subscription prepared for matching; `rank` orders subscriptions by name, then id."""
+class _Check:
+    """The filters of a subscription other than events, instance and project, prepared for matching.
 
-    sub: Subscription
-    rank: int
-    issue_type_raw: frozenset[str]
-    issue_type_folded: frozenset[str]
-    fields: tuple[_CompiledField, ...]
-    broken: bool
-    filters_security: bool
+    Shared by every subscription with the same issue types and field filters (many have none).
+    """
 
-    @classmethod
-    def of(cls, sub: Subscription, rank: int) -> _Compiled:
-        fields = tuple(_CompiledField.of(f) for f in sub.filters.fields)
-        issue_types = sub.filters.issue_types
-        return cls(
-            sub=sub,
-            rank=rank,
-            issue_type_raw=frozenset(issue_types),
-            issue_type_folded=frozenset(t.casefold() for t in issue_types),
-            fields=fields,
-            broken=any(f.broken for f in fields),
-            filters_security=any(f.key == "security" for f in fields),
-        )
+    __slots__ = ("broken", "fields", "filters_security", "issue_type_folded", "issue_type_raw")
+
+    def __init__(self, issue_types: frozenset[str], fields: Iterable[FieldFilter]) -> None:
+        compiled = tuple(_CompiledField.of(f) for f in fields)
+        self.issue_type_raw = issue_types
+        self.issue_type_folded = frozenset(t.casefold() for t in issue_types)
+        self.fields = compiled
+        self.broken = any(f.broken for f in compiled)
+        self.filters_security = any(f.key == "security" for f in compiled)
 
     def accepts(self, event: IssueEvent, view: _IssueView) -> bool:
         """Every filter but events, instance and project, which the index has already applied."""
@@ -194,11 +185,10 @@ def _project_key(event: IssueEvent) -> str:
     return key.upper()
 
 
-def _event_kinds_match(sub: Subscription, kinds: Iterable[str]) -> bool:
-    wanted = sub.filters.events
+def _event_kinds_match(wanted: frozenset[str], kinds: Iterable[str], any_update: bool) -> bool:
     if not wanted.isdisjoint(kinds):
         return True
-    return EVENT_UPDATED_ANY in wanted and any(reaches_updated_any(k) for k in kinds)
+    return any_update and EVENT_UPDATED_ANY in wanted
 
 
 def subscription_matches(sub: Subscription, event: IssueEvent) -> bool:
@@ -208,60 +198,178 @@ def subscription_matches(sub: Subscription, event: IssueEvent) -> bool:
     project = _project_key(event)
     if not project or project not in sub.filters.projects:
         return False
-    if not _event_kinds_match(sub, event.kinds):
+    any_update = any(reaches_updated_any(k) for k in event.kinds)
+    if not _event_kinds_match(sub.filters.events, event.kinds, any_update):
         return False
-    return _Compiled.of(sub, 0).accepts(event, _IssueView(event))
+    return _Check(sub.filters.issue_types, sub.filters.fields).accepts(event, _IssueView(event))
 
 
-@dataclass(frozen=True, slots=True)
-class _ProjectBucket:
-    by_kind: Mapping[str, tuple[_Compiled, ...]]
-    updated_any: tuple[_Compiled, ...]
+class _Entry:
+    """One subscription in the index: what matching needs, and enough to give the subscription
+    back. Strings are interned and equal sets and filters shared, so 10,000 subscriptions take
+    a few megabytes instead of the ~40 MB of their pydantic models."""
+
+    __slots__ = (
+        "channel_id",
+        "check",
+        "created_by",
+        "events",
+        "fields",
+        "instance_id",
+        "issue_types",
+        "jql",
+        "name",
+        "projects",
+        "rank",
+        "sub_id",
+    )
+
+    def __init__(self, sub: Subscription, shared: _Shared) -> None:
+        f = sub.filters
+        self.rank = 0
+        self.sub_id = sub.id
+        self.name = sub.name
+        self.channel_id = sys.intern(sub.channel_id)
+        self.instance_id = sys.intern(sub.instance_id)
+        self.created_by = sys.intern(sub.created_by)
+        self.events = shared.strings(f.events)
+        self.projects = shared.strings(f.projects)
+        self.issue_types = shared.strings(f.issue_types)
+        self.fields = shared.fields(f.fields)
+        self.jql = f.jql
+        self.check = shared.check(self.issue_types, self.fields)
+
+    def sort_key(self) -> tuple[str, str, str]:
+        return (self.name.casefold(), self.sub_id, self.channel_id)
+
+    def subscription(self) -> Subscription:
+        """The subscription as given to the index (equal to it, field by field)."""
+        filters = SubscriptionFilters.model_construct(
+            events=self.events,
+            projects=self.projects,
+            issue_types=self.issue_types,
+            fields=self.fields,
+            jql=self.jql,
+        )
+        return Subscription.model_construct(
+            id=self.sub_id,
+            name=self.name,
+            channel_id=self.channel_id,
+            instance_id=self.instance_id,
+            filters=filters,
+            created_by=self.created_by,
+        )
 
 
-def _sort_key(sub: Subscription) -> tuple[str, str, str]:
-    return (sub.name.casefold(), sub.id, sub.channel_id)
+class _Shared:
+    """Deduplicates what subscriptions have in common while an index is built."""
+
+    def __init__(self) -> None:
+        self._sets: dict[frozenset[str], frozenset[str]] = {}
+        self._fields: dict[tuple[FieldFilter, ...], tuple[FieldFilter, ...]] = {}
+        self._checks: dict[tuple[frozenset[str], tuple[FieldFilter, ...]], _Check] = {}
+
+    def strings(self, values: frozenset[str]) -> frozenset[str]:
+        interned = frozenset(sys.intern(v) for v in values)
+        return self._sets.setdefault(interned, interned)
+
+    def fields(self, fields: tuple[FieldFilter, ...]) -> tuple[FieldFilter, ...]:
+        return self._fields.setdefault(fields, fields)
+
+    def check(self, issue_types: frozenset[str], fields: tuple[FieldFilter, ...]) -> _Check:
+        key = (issue_types, fields)
+        check = self._checks.get(key)
+        if check is None:
+            check = self._checks[key] = _Check(issue_types, fields)
+        return check
+
+
+# A project with more subscriptions than this gets them indexed by event kind as well.
+_KIND_INDEX_FROM = 48
+
+
+class _KindBucket:
+    """A busy project's subscriptions, by event kind (each tuple in rank order)."""
+
+    __slots__ = ("by_kind", "updated_any")
+
+    def __init__(self, entries: Sequence[_Entry]) -> None:
+        by_kind: dict[str, list[_Entry]] = {}
+        updated_any: list[_Entry] = []
+        for entry in entries:
+            for kind in entry.events:
+                if kind == EVENT_UPDATED_ANY:
+                    updated_any.append(entry)
+                else:
+                    by_kind.setdefault(kind, []).append(entry)
+        self.by_kind = {kind: tuple(found) for kind, found in by_kind.items()}
+        self.updated_any = tuple(updated_any)
+
+    def candidates(self, kinds: frozenset[str], any_update: bool) -> list[_Entry]:
+        found: dict[int, _Entry] = {}
+        for kind in kinds:
+            for entry in self.by_kind.get(kind, ()):
+                found[entry.rank] = entry
+        if any_update:
+            for entry in self.updated_any:
+                found[entry.rank] = entry
+        return [found[rank] for rank in sorted(found)]
+
+
+_Bucket = tuple[_Entry, ...] | _KindBucket
+
+
+class IndexBuilder:
+    """Builds a SubscriptionIndex from subscriptions added one by one (they can be streamed
+    from the database: only the compact entries are kept)."""
+
+    def __init__(self) -> None:
+        self._shared = _Shared()
+        self._entries: list[_Entry] = []
+        self._count = 0
+
+    def add(self, sub: Subscription) -> None:
+        self._count += 1
+        entry = _Entry(sub, self._shared)
+        if entry.check.broken or not entry.events:
+            return  # can never match: keep it out of every bucket
+        self._entries.append(entry)
+
+    def build(self) -> SubscriptionIndex:
+        entries = sorted(self._entries, key=_Entry.sort_key)
+        grouped: dict[tuple[str, str], list[_Entry]] = {}
+        for rank, entry in enumerate(entries):
+            entry.rank = rank
+            instance = normalise_instance_id(entry.instance_id)
+            for project in entry.projects:
+                grouped.setdefault((instance, project.upper()), []).append(entry)
+        buckets: dict[tuple[str, str], _Bucket] = {
+            key: _KindBucket(found) if len(found) > _KIND_INDEX_FROM else tuple(found)
+            for key, found in grouped.items()
+        }
+        return SubscriptionIndex(buckets, self._count)
 
 
 class SubscriptionIndex:
-    """An immutable index of subscriptions, keyed by (instance, project) then by event kind.
+    """An immutable index of subscriptions, keyed by (instance, project), and for projects with
+    many subscriptions by event kind too.
 
     Build a new index whenever the subscriptions change; matching only looks at the subscriptions
-    of the event's project that name one of its kinds (or `event_updated_any`).
+    of the event's project (that name one of its kinds, or `event_updated_any`).
     """
 
     __slots__ = ("_buckets", "_count")
 
-    def __init__(self, buckets: Mapping[tuple[str, str], _ProjectBucket], count: int) -> None:
+    def __init__(self, buckets: Mapping[tuple[str, str], _Bucket], count: int) -> None:
         self._buckets = buckets
         self._count = count
 
     @classmethod
     def build(cls, subscriptions: Iterable[Subscription]) -> SubscriptionIndex:
-        ordered = sorted(subscriptions, key=_sort_key)
-        by_kind: dict[tuple[str, str], dict[str, list[_Compiled]]] = {}
-        updated_any: dict[tuple[str, str], list[_Compiled]] = {}
-        for rank, sub in enumerate(ordered):
-            compiled = _Compiled.of(sub, rank)
-            if compiled.broken or not sub.filters.events:
-                continue  # can never match: keep it out of every bucket
-            instance = normalise_instance_id(sub.instance_id)
-            for project in sub.filters.projects:
-                key = (instance, project.upper())
-                kinds = by_kind.setdefault(key, {})
-                for kind in sub.filters.events:
-                    if kind == EVENT_UPDATED_ANY:
-                        updated_any.setdefault(key, []).append(compiled)
-                    else:
-                        kinds.setdefault(kind, []).append(compiled)
-        buckets = {
-            key: _ProjectBucket(
-                by_kind={kind: tuple(subs) for kind, subs in kinds.items()},
-                updated_any=tuple(updated_any.get(key, ())),
-            )
-            for key, kinds in by_kind.items()
-        }
-        return cls(buckets, len(ordered))
+        builder = IndexBuilder()
+        for sub in subscriptions:
+            builder.add(sub)
+        return builder.build()
 
     def __len__(self) -> int:
         return self._count
@@ -271,28 +379,31 @@ class SubscriptionIndex:
 
         Ordered by that same (name, id) order, so the result is deterministic.
         """
+        return [entry.subscription() for entry in self._match(event, instance_id)]
+
+    def match_targets(self, event: IssueEvent, instance_id: str) -> list[tuple[str, str]]:
+        """(channel id, subscription name) of what `match` returns, without building the subscriptions."""
+        return [(entry.channel_id, entry.name) for entry in self._match(event, instance_id)]
+
+    def _match(self, event: IssueEvent, instance_id: str) -> list[_Entry]:
         if event.issue.fields_partial:
             return []  # unknown security level: fail closed (see the module docstring)
         bucket = self._buckets.get((normalise_instance_id(instance_id), _project_key(event)))
         if bucket is None:
             return []
-        candidates: dict[int, _Compiled] = {}
-        for kind in event.kinds:
-            for compiled in bucket.by_kind.get(kind, ()):
-                candidates[compiled.rank] = compiled
-        if bucket.updated_any and any(reaches_updated_any(k) for k in event.kinds):
-            for compiled in bucket.updated_any:
-                candidates[compiled.rank] = compiled
-        if not candidates:
-            return []
-        view = _IssueView(event)
-        chosen: dict[str, _Compiled] = {}
-        for rank in sorted(candidates):
-            compiled = candidates[rank]
-            channel = compiled.sub.channel_id
-            if channel in chosen:
+        kinds = event.kinds
+        any_update = any(reaches_updated_any(k) for k in kinds)
+        if isinstance(bucket, _KindBucket):
+            candidates: Iterable[_Entry] = bucket.candidates(kinds, any_update)
+        else:
+            candidates = (e for e in bucket if _event_kinds_match(e.events, kinds, any_update))
+        view: _IssueView | None = None
+        chosen: dict[str, _Entry] = {}
+        for entry in candidates:  # in rank order
+            if entry.channel_id in chosen:
                 continue  # a better-ranked subscription of this channel already matched
-            if compiled.accepts(event, view):
-                chosen[channel] = compiled
-        # Insertion order is rank order: candidates were visited by rank.
-        return [c.sub for c in chosen.values()]
+            if view is None:
+                view = _IssueView(event)
+            if entry.check.accepts(event, view):
+                chosen[entry.channel_id] = entry
+        return list(chosen.values())

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import functools
 import sqlite3
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,14 @@ SQLITE_PRAGMAS = (
     "PRAGMA busy_timeout=5000",
     "PRAGMA foreign_keys=ON",
     "PRAGMA synchronous=NORMAL",
+    # Checkpoints run in the background rather than in whichever commit finds the log full (see
+    # bot.store.sql.SqliteWal); SQLite still checkpoints when the last connection closes. After a
+    # checkpoint the log file is cut back to this size.
+    "PRAGMA wal_autocheckpoint=0",
+    "PRAGMA journal_size_limit=67108864",
+    # Each pooled connection has a page cache of its own (2 MB by default); the operating
+    # system caches the file anyway, and webhook bodies are read once.
+    "PRAGMA cache_size=-512",
 )
 # Switching a file to WAL (readers run while one writer writes) needs a moment with no other connection
 # in a transaction, and SQLite does not wait for it: retried for up to this long.
@@ -84,14 +95,63 @@ def make_engine(database_url: str, *, pg_schema: str | None = None, echo: bool =
     if url.get_backend_name() == "sqlite":
         if not _is_sqlite_memory(url) and url.database:
             Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        limit_malloc_arenas()
+        shorten_gil_switch_interval()
         engine = create_async_engine(url, **kwargs)
         _install_sqlite_hooks(engine)
         return engine
-    connect_args: dict[str, Any] = {"server_settings": {"application_name": "jira-chatops"}}
+    connect_args: dict[str, Any] = {
+        "server_settings": {
+            "application_name": "jira-chatops",
+            # asyncpg prepares every statement; after five runs PostgreSQL may switch a prepared
+            # statement to a generic plan, which for the queue's claim queries (parameters decide
+            # which index is selective) is far slower than planning each run.
+            "plan_cache_mode": "force_custom_plan",
+        }
+    }
     if pg_schema:
         connect_args["server_settings"]["search_path"] = pg_schema
     # pool_pre_ping: a replica outliving a database restart gets a fresh connection instead of an error.
     return create_async_engine(url, connect_args=connect_args, pool_pre_ping=True, **kwargs)
+
+
+# glibc's mallopt parameter number for the arena limit (malloc.h: M_ARENA_MAX).
+_M_ARENA_MAX = -8
+SQLITE_MALLOC_ARENAS = 2
+
+
+@functools.cache
+def limit_malloc_arenas(arenas: int = SQLITE_MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas for the process; True when applied.
+
+    Each SQLite connection runs in a thread of its own (aiosqlite), and glibc gives every such
+    thread an arena of its own, which keeps its high-water mark: about 20 MB of resident memory
+    for a handful of connections moving webhook bodies. Two arenas serve them as well. Only
+    arenas created afterwards are affected, hence the call before the first connection.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_ARENA_MAX, arenas))
+    except (OSError, AttributeError):  # not glibc (musl has no arenas to cap)
+        return False
+
+
+# Longest a thread waiting for the GIL waits while another one runs Python code (default 5 ms).
+SQLITE_SWITCH_INTERVAL = 0.0005
+
+
+def shorten_gil_switch_interval(seconds: float = SQLITE_SWITCH_INTERVAL) -> None:
+    """Let the SQLite driver's threads get the GIL back sooner (never lengthens it).
+
+    aiosqlite runs each connection in a thread; once SQLite has done its work (without the GIL),
+    the thread needs the GIL to hand the result to the event loop, and while the loop is busy
+    with webhooks it waits up to the switch interval: 5 ms added to every commit under load,
+    with every webhook of the batch waiting on it.
+    """
+    if sys.getswitchinterval() > seconds:
+        sys.setswitchinterval(seconds)
 
 
 def _install_sqlite_hooks(engine: AsyncEngine) -> None:
@@ -149,7 +209,7 @@ class Database:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        access = SqlAccess(engine)
+        access = self._access = SqlAccess(engine)
         self.inbox = SqlInboxRepository(access)
         self.deliveries = SqlDeliveryRepository(access)
         self.subscriptions = SqlSubscriptionRepository(access)
@@ -191,4 +251,5 @@ class Database:
         return True
 
     async def close(self) -> None:
+        await self._access.settle()
         await self.engine.dispose()

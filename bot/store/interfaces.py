@@ -7,7 +7,7 @@ datetime) instead of reading the clock, so callers and tests decide what time it
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -55,6 +55,17 @@ class InboxItem:
 
 
 @dataclass(frozen=True, slots=True)
+class NewInboxRow:
+    """A webhook to store, as the intake hands it over (see `InboxRepository.enqueue_many`)."""
+
+    dedupe_key: str | None
+    route: str
+    instance_id: str | None
+    params: Mapping[str, Any]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class NewDelivery:
     """A post to make, produced when an inbox item is processed."""
 
@@ -66,6 +77,16 @@ class NewDelivery:
     pending_post_id: str = ""
     # Defaults to the `now` of the completing call.
     next_attempt_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InboxCompletion:
+    """How one claimed inbox item ends (see `InboxRepository.complete_many`)."""
+
+    item_id: int
+    outcome: str
+    status: str
+    deliveries: Sequence[NewDelivery] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +113,17 @@ class Delivery:
 
 
 @dataclass(frozen=True, slots=True)
+class NewThreadRoot:
+    """An issue's first post in a channel, under which its comments are threaded."""
+
+    instance_id: str
+    channel_id: str
+    issue_key: str
+    root_post_id: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class SubscriptionRecord:
     """A subscription with its bookkeeping (where it comes from, when it changed)."""
 
@@ -115,8 +147,22 @@ class InboxRepository(Protocol):
         """Store a webhook. Returns (id, created); a known dedupe_key returns the existing id and False."""
         ...
 
+    async def enqueue_many(self, rows: Sequence[NewInboxRow], *, now: datetime) -> list[tuple[int, bool]]:
+        """Store several webhooks in one transaction; one (id, created) per row, in order.
+
+        A dedupe_key already stored, or repeated within `rows`, is stored once: its later rows get
+        that row's id and False. Either every row is committed or, on an error, none is.
+        """
+        ...
+
     async def claim(self, *, limit: int, owner: str, now: datetime, lease_seconds: float) -> list[InboxItem]:
         """Lease up to `limit` pending, available rows (oldest first) to `owner`."""
+        ...
+
+    async def complete_many(
+        self, completions: Sequence[InboxCompletion], *, owner: str, now: datetime
+    ) -> list[bool]:
+        """`complete` for several items in one transaction; one result per completion, in order."""
         ...
 
     async def complete(
@@ -163,6 +209,12 @@ class DeliveryRepository(Protocol):
 
     async def mark_delivered(self, delivery_id: int, *, owner: str, post_id: str, now: datetime) -> bool: ...
 
+    async def mark_delivered_many(
+        self, delivered: Sequence[tuple[int, str]], *, owner: str, now: datetime
+    ) -> list[bool]:
+        """`mark_delivered` for several (delivery id, post id) pairs in one transaction; one result each."""
+        ...
+
     async def reschedule(
         self, delivery_id: int, *, owner: str, error: str, next_attempt_at: datetime, now: datetime
     ) -> bool: ...
@@ -196,6 +248,11 @@ class DeliveryRepository(Protocol):
 
 class SubscriptionRepository(Protocol):
     async def list_all(self) -> list[Subscription]: ...
+
+    def iter_all(self, *, page_size: int = 500) -> AsyncIterator[Subscription]:
+        """Every subscription, in list_all's order, read a page at a time (for building the
+        routing index without holding them all)."""
+        ...
 
     async def list_records(self) -> list[SubscriptionRecord]: ...
 
@@ -236,6 +293,10 @@ class ThreadRepository(Protocol):
         now: datetime,
     ) -> str:
         """Record `root_post_id` unless a live root exists; return the root in force (first wins)."""
+        ...
+
+    async def set_roots_if_absent(self, roots: Sequence[NewThreadRoot], *, now: datetime) -> None:
+        """`set_root_if_absent` for several roots in one transaction (the first of a key wins)."""
         ...
 
     async def purge_expired(self, *, now: datetime) -> int: ...

@@ -8,13 +8,22 @@ Concurrency model:
 - A lease (`lease_owner`, `lease_until`) marks a claimed row. Every later change of the row checks
   `lease_owner`, so a worker whose lease expired and was taken over changes nothing.
 - Inserts that may race (dedupe keys, thread roots, one-time values) use INSERT ... ON CONFLICT.
+- On SQLite the write transactions of a process queue on one asyncio lock, and checkpoints of the
+  write-ahead log run in the background (see `SqliteWal`).
+- Batch operations (`enqueue_many`, `complete_many`, `mark_delivered_many`) do a batch in one
+  transaction, with statements whose shape does not depend on the batch size.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import hashlib
+import logging
 import uuid
-from collections.abc import Mapping, Sequence
+import weakref
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,18 +37,94 @@ from bot.routing.model import Subscription
 from bot.store.interfaces import (
     Delivery,
     DeliveryStatus,
+    InboxCompletion,
     InboxItem,
     InboxStatus,
     NewDelivery,
+    NewInboxRow,
+    NewThreadRoot,
     SubscriptionRecord,
     SubscriptionSource,
 )
 from bot.store.schema import deliveries as delivery_table
 from bot.store.schema import issue_threads, kv, subscriptions, webhook_inbox
 
+log = logging.getLogger(__name__)
+
 # Execution option marking a connection that will write: on SQLite its transaction starts with
 # BEGIN IMMEDIATE (takes the write lock up front, waiting busy_timeout instead of failing later).
 WRITE_OPTION = "store_write"
+
+# SQLite page size (the default), for estimating how much a write adds to the write-ahead log.
+_PAGE = 4096
+# What a write transaction other than a webhook insert adds to the log, roughly (a few pages).
+_TRANSACTION_BYTES = 3 * _PAGE
+# Log growth between two background checkpoints: a quarter of the 1,000 pages at which SQLite
+# would checkpoint on commit if left to itself.
+_CHECKPOINT_BYTES = 250 * _PAGE
+# Past this many frames in the log, a checkpoint waits for the writers, so the log starts over.
+_RESTART_FRAMES = 16_384
+
+
+class SqliteWal:
+    """The write lock and the checkpoints of one SQLite database, for one event loop.
+
+    Lock: SQLite has one writer at a time. Without the lock, a writer finding the database
+    locked sleeps in SQLite's busy handler (1, 2, 5, 10... ms) however soon it frees up; with it,
+    the writers of this process queue in order and start the moment the previous one commits
+    (other processes still meet the busy timeout). A write transaction must not wait for another
+    one of the same database (none does; SQLite would time out on that as well).
+
+    Checkpoints: left to itself, SQLite checkpoints when a commit finds the log past 1,000 pages,
+    and that commit waits for the copy and an fsync (about 10 ms here, with every webhook queued
+    behind it). `bot.store.db` turns that off; instead a checkpoint runs in the background after
+    every `_CHECKPOINT_BYTES` written, on a connection of its own and without the lock (PASSIVE:
+    neither waits for nor blocks readers and writers). Under a steady stream of writes the log
+    then never gets back to its start, so once it passes `_RESTART_FRAMES` a checkpoint takes
+    the lock and restarts it.
+    """
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self._unchecked = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def written(self, engine: AsyncEngine, size: int) -> None:
+        """Note `size` bytes written to the log; start a checkpoint when enough accumulated."""
+        self._unchecked += size
+        if self._unchecked < _CHECKPOINT_BYTES or (self._task is not None and not self._task.done()):
+            return
+        self._unchecked = 0
+        self._task = asyncio.create_task(self._checkpoint(engine), name="sqlite-checkpoint")
+
+    async def settle(self) -> None:
+        if self._task is not None:
+            await self._task
+
+    async def _checkpoint(self, engine: AsyncEngine) -> None:
+        try:
+            _busy, frames, _copied = await self._run(engine, "PASSIVE")
+            if frames >= _RESTART_FRAMES:
+                async with self.lock:
+                    await self._run(engine, "RESTART")
+        except Exception as e:  # the log only grows until the next one; nothing is lost
+            log.warning("SQLite checkpoint failed: %s", e)
+
+    @staticmethod
+    async def _run(engine: AsyncEngine, mode: str) -> tuple[int, int, int]:
+        async with engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None  # a checked-out connection always has one
+            rows = list(await driver.execute_fetchall(f"PRAGMA wal_checkpoint({mode})"))
+        busy, frames, copied = rows[0] if rows else (0, 0, 0)
+        return int(busy), int(frames), int(copied)
+
+
+# Per engine and event loop; see SqlAccess.sqlite_wal.
+_SQLITE_WALS: weakref.WeakKeyDictionary[Any, weakref.WeakKeyDictionary[Any, SqliteWal]] = (
+    weakref.WeakKeyDictionary()
+)
 
 _FINAL_INBOX_STATUSES = frozenset({InboxStatus.DONE, InboxStatus.IGNORED, InboxStatus.FAILED})
 
@@ -58,7 +143,34 @@ class SqlAccess:
 
     def write(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A write transaction, committed on exit (async context manager)."""
+        if self.dialect == "sqlite":
+            return self._sqlite_write()
         return self._writer.begin()
+
+    @contextlib.asynccontextmanager
+    async def _sqlite_write(self) -> AsyncIterator[AsyncConnection]:
+        wal = self.sqlite_wal()
+        async with wal.lock, self._writer.begin() as conn:
+            yield conn
+        wal.written(self.engine, _TRANSACTION_BYTES)
+
+    def sqlite_wal(self) -> SqliteWal:
+        """The write lock and checkpoints of this SQLite database, shared by every SqlAccess of
+        the engine in this event loop (tests run each in a loop of its own)."""
+        loop = asyncio.get_running_loop()
+        per_loop = _SQLITE_WALS.setdefault(self.engine.sync_engine, weakref.WeakKeyDictionary())
+        wal = per_loop.get(loop)
+        if wal is None:
+            wal = per_loop[loop] = SqliteWal()
+        return wal
+
+    async def settle(self) -> None:
+        """Wait for background database work (a SQLite checkpoint) to finish, before disposal."""
+        if self.dialect == "sqlite":
+            per_loop = _SQLITE_WALS.get(self.engine.sync_engine)
+            wal = per_loop.get(asyncio.get_running_loop()) if per_loop is not None else None
+            if wal is not None:
+                await wal.settle()
 
     def insert(self, table: sa.Table) -> Any:
         """INSERT supporting on_conflict_do_nothing / on_conflict_do_update on the current dialect."""
@@ -110,9 +222,73 @@ def _inbox_item(row: Row[Any]) -> InboxItem:
     )
 
 
+_Runs = list[tuple[bool, list[int]]]  # (keyed, row indexes): consecutive rows inserted by one statement
+_SQLITE_INBOX_COLUMNS = (
+    "dedupe_key",
+    "route",
+    "instance_id",
+    "params",
+    "body",
+    "received_at",
+    "available_at",
+    "status",
+    "attempts",
+)
+
+
+_SQLITE_MAX_CHUNK = 64
+
+
+def _sqlite_chunks(indexes: list[int], keyed: bool) -> list[tuple[list[int], int]]:
+    """Cut a run of rows into (rows, statement size) pieces whose sizes are powers of two up to
+    _SQLITE_MAX_CHUNK: a keyed piece is padded up to its size (repeating a key is harmless), one
+    without keys, which cannot be padded, is cut into powers of two."""
+    pieces: list[tuple[list[int], int]] = []
+    for start in range(0, len(indexes), _SQLITE_MAX_CHUNK):
+        chunk = indexes[start : start + _SQLITE_MAX_CHUNK]
+        if keyed:
+            pieces.append((chunk, 1 << (len(chunk) - 1).bit_length()))
+            continue
+        while chunk:
+            size = 1 << (len(chunk).bit_length() - 1)
+            pieces.append((chunk[:size], size))
+            chunk = chunk[size:]
+    return pieces
+
+
+@functools.lru_cache(maxsize=32)
+def _sqlite_inbox_insert(count: int, keyed: bool) -> str:
+    values = ",".join(["(" + ",".join("?" * len(_SQLITE_INBOX_COLUMNS)) + ")"] * count)
+    conflict = " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key" if keyed else " RETURNING id"
+    return f"INSERT INTO webhook_inbox ({', '.join(_SQLITE_INBOX_COLUMNS)}) VALUES {values}{conflict}"
+
+
+def _inbox_row(row: NewInboxRow, now: datetime) -> dict[str, Any]:
+    return {
+        "dedupe_key": row.dedupe_key,
+        "route": row.route,
+        "instance_id": row.instance_id,
+        "params": dict(row.params),
+        "body": row.body,
+        "received_at": now,
+        "available_at": now,
+        "status": InboxStatus.PENDING.value,
+        "attempts": 0,
+    }
+
+
 class SqlInboxRepository:
     def __init__(self, access: SqlAccess) -> None:
         self._db = access
+        t = webhook_inbox
+        self._enqueue_keyed = (
+            access.insert(t)
+            .on_conflict_do_nothing(index_elements=[t.c.dedupe_key])
+            .returning(t.c.id, t.c.dedupe_key)
+        )
+        # Nothing to conflict with: the ids come back in the order of the rows.
+        self._enqueue_unkeyed = sa.insert(t).returning(t.c.id, sort_by_parameter_order=True)
+        self._converters: dict[str, Any] | None = None
 
     async def enqueue(
         self,
@@ -124,29 +300,147 @@ class SqlInboxRepository:
         body: bytes,
         now: datetime,
     ) -> tuple[int, bool]:
-        t = webhook_inbox
-        stmt = self._db.insert(t).values(
-            dedupe_key=dedupe_key,
-            route=route,
-            instance_id=instance_id,
-            params=dict(params),
-            body=body,
-            received_at=now,
-            available_at=now,
-            status=InboxStatus.PENDING.value,
-            attempts=0,
+        row = NewInboxRow(
+            dedupe_key=dedupe_key, route=route, instance_id=instance_id, params=params, body=body
         )
-        if dedupe_key is not None:
-            stmt = stmt.on_conflict_do_nothing(index_elements=[t.c.dedupe_key])
+        return (await self.enqueue_many([row], now=now))[0]
+
+    async def enqueue_many(self, rows: Sequence[NewInboxRow], *, now: datetime) -> list[tuple[int, bool]]:
+        if not rows:
+            return []
+        # The first row of each dedupe key is the one to store; later ones in the batch repeat it.
+        first_of_key: dict[str, int] = {}
+        # Rows to insert, in arrival order (ids follow it, and so does processing), cut into runs
+        # of keyed rows (inserted skipping known keys) and rows without a key (never conflicting).
+        runs: _Runs = []
+        for i, row in enumerate(rows):
+            key = row.dedupe_key
+            if key is not None:
+                if key in first_of_key:
+                    continue
+                first_of_key[key] = i
+            keyed = key is not None
+            if not runs or runs[-1][0] != keyed:
+                runs.append((keyed, []))
+            runs[-1][1].append(i)
+        insert = self._insert_sqlite if self._db.dialect == "sqlite" else self._insert_sql
+        stored, key_ids = await insert(rows, runs, first_of_key, now)
+        results: list[tuple[int, bool]] = []
+        for i, row in enumerate(rows):
+            if i in stored:
+                results.append((stored[i], True))
+                continue
+            assert row.dedupe_key is not None  # a row without a key is always stored
+            if row.dedupe_key not in key_ids:
+                raise RuntimeError(f"inbox row with dedupe key {row.dedupe_key!r} vanished during enqueue")
+            results.append((key_ids[row.dedupe_key], False))
+        return results
+
+    async def _insert_sql(
+        self, rows: Sequence[NewInboxRow], runs: _Runs, first_of_key: Mapping[str, int], now: datetime
+    ) -> tuple[dict[int, int], dict[str, int]]:
+        """Insert the runs in one transaction; (row index -> new id, dedupe key -> id)."""
+        stored: dict[int, int] = {}
+        key_ids: dict[str, int] = {}
         async with self._db.write() as conn:
-            new_id = (await conn.execute(stmt.returning(t.c.id))).scalar_one_or_none()
-            if new_id is not None:
-                return int(new_id), True
-            # The conflict means a committed row with this key exists (PostgreSQL waited for it).
-            existing = await conn.scalar(sa.select(t.c.id).where(t.c.dedupe_key == dedupe_key))
-        if existing is None:
-            raise RuntimeError(f"inbox row with dedupe key {dedupe_key!r} vanished during enqueue")
-        return int(existing), False
+            for keyed, indexes in runs:
+                params = [_inbox_row(rows[i], now) for i in indexes]
+                if keyed:
+                    for new_id, key in (await conn.execute(self._enqueue_keyed, params)).all():
+                        stored[first_of_key[key]] = key_ids[key] = int(new_id)
+                else:
+                    result = await conn.execute(self._enqueue_unkeyed, params)
+                    stored.update(zip(indexes, (int(r[0]) for r in result.all()), strict=True))
+            missing = [k for k in first_of_key if k not in key_ids]
+            if missing:
+                # A conflict means a committed row with that key exists (PostgreSQL waited for it).
+                t = webhook_inbox
+                found = await conn.execute(
+                    sa.select(t.c.id, t.c.dedupe_key).where(t.c.dedupe_key.in_(missing))
+                )
+                key_ids.update((key, int(existing)) for existing, key in found.all())
+        return stored, key_ids
+
+    async def _insert_sqlite(
+        self, rows: Sequence[NewInboxRow], runs: _Runs, first_of_key: Mapping[str, int], now: datetime
+    ) -> tuple[dict[int, int], dict[str, int]]:
+        """`_insert_sql` for SQLite, straight on the driver connection.
+
+        Every statement through SQLAlchemy costs several hand-offs to the driver's thread; here a
+        batch of one run (the usual case) is a single autocommitted statement, a single hand-off.
+        Values are converted by the columns' own SQLAlchemy types, so rows read back exactly as if
+        SQLAlchemy had written them.
+
+        The driver keeps each prepared statement with the values last bound to it (webhook bodies
+        here), so statements come in a few sizes only (see `_sqlite_chunks`): one per batch size
+        would keep ~30 MB of old bodies alive per connection.
+        """
+        convert = self._sqlite_converters()
+        when = convert["received_at"](now)
+        statements = [
+            (keyed, chunk, size) for keyed, indexes in runs for chunk, size in _sqlite_chunks(indexes, keyed)
+        ]
+        stored: dict[int, int] = {}
+        key_ids: dict[str, int] = {}
+        wal = self._db.sqlite_wal()
+        async with wal.lock, self._db.engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None  # a checked-out connection always has one
+            transaction = len(statements) > 1
+            if transaction:
+                await driver.execute_fetchall("BEGIN IMMEDIATE")
+            try:
+                for keyed, chunk, size in statements:
+                    params: list[Any] = []
+                    for n in range(size):
+                        # A keyed chunk is padded with its last row, which ON CONFLICT then skips.
+                        row = rows[chunk[min(n, len(chunk) - 1)]]
+                        params += (
+                            row.dedupe_key,
+                            row.route,
+                            row.instance_id,
+                            convert["params"](dict(row.params)),
+                            row.body,
+                            when,
+                            when,
+                            InboxStatus.PENDING.value,
+                            0,
+                        )
+                    returned = await driver.execute_fetchall(_sqlite_inbox_insert(size, keyed), params)
+                    if keyed:
+                        for new_id, key in returned:
+                            stored[first_of_key[key]] = key_ids[key] = int(new_id)
+                    else:
+                        # Ids are given in the order of the VALUES rows; RETURNING's order is not promised.
+                        new_ids = sorted(int(r[0]) for r in returned)
+                        stored.update(zip(chunk, new_ids, strict=True))
+                if transaction:
+                    await driver.execute_fetchall("COMMIT")
+            except BaseException:
+                if transaction:
+                    await driver.execute_fetchall("ROLLBACK")
+                raise
+            wal.written(self._db.engine, sum(len(rows[i].body) + _PAGE for i in stored))
+            missing = [k for k in first_of_key if k not in key_ids]
+            if missing:
+                # The conflicting rows are committed; the inbox keeps them until long after processing.
+                marks = ",".join("?" * len(missing))
+                found = await driver.execute_fetchall(
+                    f"SELECT id, dedupe_key FROM webhook_inbox WHERE dedupe_key IN ({marks})", missing
+                )
+                key_ids.update((key, int(existing)) for existing, key in found)
+        return stored, key_ids
+
+    def _sqlite_converters(self) -> dict[str, Any]:
+        if self._converters is None:
+            dialect = self._db.engine.dialect
+            converters: dict[str, Any] = {}
+            for name in ("params", "received_at"):
+                processor = webhook_inbox.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+                converters[name] = processor if processor is not None else (lambda value: value)
+            self._converters = converters
+        return self._converters
 
     async def claim(self, *, limit: int, owner: str, now: datetime, lease_seconds: float) -> list[InboxItem]:
         if limit <= 0:
@@ -188,29 +482,64 @@ class SqlInboxRepository:
         deliveries: Sequence[NewDelivery],
         now: datetime,
     ) -> bool:
-        if status not in _FINAL_INBOX_STATUSES:
-            raise ValueError(f"cannot complete an inbox item as {status!r}; use done, ignored or failed")
+        completion = InboxCompletion(item_id=item_id, outcome=outcome, status=status, deliveries=deliveries)
+        return (await self.complete_many([completion], owner=owner, now=now))[0]
+
+    async def complete_many(
+        self, completions: Sequence[InboxCompletion], *, owner: str, now: datetime
+    ) -> list[bool]:
+        for c in completions:
+            if c.status not in _FINAL_INBOX_STATUSES:
+                raise ValueError(
+                    f"cannot complete an inbox item as {c.status!r}; use done, ignored or failed"
+                )
+        if not completions:
+            return []
         t = webhook_inbox
-        # Closing the row first both checks the lease and locks the row for the rest of the transaction.
+        ids = [c.item_id for c in completions]
+        # Statements of one shape whatever the batch size (executemany), so that neither SQLAlchemy's
+        # compiled cache nor the driver's statement cache keeps one variant per size.
+        held = (
+            sa.select(t.c.id, t.c.received_at)
+            .where(t.c.id.in_(ids), t.c.lease_owner == owner, t.c.status == InboxStatus.PENDING.value)
+            .with_for_update()
+        )
         close = (
             sa.update(t)
-            .where(t.c.id == item_id, t.c.lease_owner == owner, t.c.status == InboxStatus.PENDING.value)
-            .values(status=status, outcome=outcome, processed_at=now, lease_owner=None, lease_until=None)
-            .returning(t.c.received_at)
+            .where(
+                t.c.id == sa.bindparam("item_id"),
+                t.c.lease_owner == owner,
+                t.c.status == InboxStatus.PENDING.value,
+            )
+            .values(
+                status=sa.bindparam("new_status"),
+                outcome=sa.bindparam("new_outcome"),
+                processed_at=now,
+                lease_owner=None,
+                lease_until=None,
+            )
         )
         async with self._db.write() as conn:
-            row = (await conn.execute(close)).first()
-            if row is None:
-                return False
-            if deliveries:
+            # Checking the leases first also locks the rows (PostgreSQL; SQLite holds the write lock).
+            closed = {int(r.id): r.received_at for r in (await conn.execute(held)).all()}
+            if closed:
                 await conn.execute(
-                    sa.insert(delivery_table),
+                    close,
                     [
-                        _new_delivery_row(d, inbox_id=item_id, received_at=row.received_at, now=now)
-                        for d in deliveries
+                        {"item_id": c.item_id, "new_status": c.status, "new_outcome": c.outcome}
+                        for c in completions
+                        if c.item_id in closed
                     ],
                 )
-        return True
+            rows = [
+                _new_delivery_row(d, inbox_id=c.item_id, received_at=closed[c.item_id], now=now)
+                for c in completions
+                if c.item_id in closed
+                for d in c.deliveries
+            ]
+            if rows:
+                await conn.execute(sa.insert(delivery_table), rows)
+        return [c.item_id in closed for c in completions]
 
     async def release(
         self, item_id: int, *, owner: str, error: str, now: datetime, retry_at: datetime
@@ -365,6 +694,35 @@ class SqlDeliveryRepository:
             owner,
             {"status": DeliveryStatus.DELIVERED.value, "delivered_at": now, "post_id": post_id},
         )
+
+    async def mark_delivered_many(
+        self, delivered: Sequence[tuple[int, str]], *, owner: str, now: datetime
+    ) -> list[bool]:
+        if not delivered:
+            return []
+        t = delivery_table
+        post_ids = dict(delivered)
+        pending = (t.c.lease_owner == owner, t.c.status == DeliveryStatus.PENDING.value)
+        held = sa.select(t.c.id).where(t.c.id.in_(list(post_ids)), *pending).with_for_update()
+        # One statement shape whatever the batch size (see SqlInboxRepository.complete_many).
+        mark = (
+            sa.update(t)
+            .where(t.c.id == sa.bindparam("delivery_id"), *pending)
+            .values(
+                status=DeliveryStatus.DELIVERED.value,
+                delivered_at=now,
+                post_id=sa.bindparam("new_post_id"),
+                lease_owner=None,
+                lease_until=None,
+            )
+        )
+        async with self._db.write() as conn:
+            done = {int(r[0]) for r in (await conn.execute(held)).all()}
+            if done:
+                await conn.execute(
+                    mark, [{"delivery_id": i, "new_post_id": post_ids[i]} for i in post_ids if i in done]
+                )
+        return [delivery_id in done for delivery_id, _ in delivered]
 
     async def reschedule(
         self, delivery_id: int, *, owner: str, error: str, next_attempt_at: datetime, now: datetime
@@ -567,6 +925,22 @@ class SqlSubscriptionRepository:
     async def list_all(self) -> list[Subscription]:
         return [_subscription(r) for r in await self._select()]
 
+    async def iter_all(self, *, page_size: int = 500) -> AsyncIterator[Subscription]:
+        t = subscriptions
+        after: tuple[str, str] | None = None
+        while True:
+            # Keyset pagination on the list order: each page starts after the last row seen.
+            stmt = sa.select(t).order_by(t.c.name, t.c.id).limit(page_size)
+            if after is not None:
+                stmt = stmt.where(sa.tuple_(t.c.name, t.c.id) > sa.tuple_(*after))
+            async with self._db.read() as conn:
+                rows = (await conn.execute(stmt)).all()
+            for row in rows:
+                yield _subscription(row)
+            if len(rows) < page_size:
+                return
+            after = (rows[-1].name, rows[-1].id)
+
     async def list_records(self) -> list[SubscriptionRecord]:
         return [_subscription_record(r) for r in await self._select()]
 
@@ -654,6 +1028,16 @@ class SqlThreadRepository:
         async with self._db.read() as conn:
             return await conn.scalar(stmt)
 
+    def _root_upsert(self, now: datetime) -> Any:
+        t = issue_threads
+        stmt = self._db.insert(t)
+        # A live root wins; an expired one is replaced.
+        return stmt.on_conflict_do_update(
+            index_elements=[t.c.instance_id, t.c.channel_id, t.c.issue_key],
+            set_={"root_post_id": stmt.excluded.root_post_id, "expires_at": stmt.excluded.expires_at},
+            where=t.c.expires_at <= now,
+        )
+
     async def set_root_if_absent(
         self,
         instance_id: str,
@@ -665,27 +1049,41 @@ class SqlThreadRepository:
         now: datetime,
     ) -> str:
         t = issue_threads
-        stmt = self._db.insert(t).values(
-            instance_id=instance_id,
-            channel_id=channel_id,
-            issue_key=issue_key,
-            root_post_id=root_post_id,
-            expires_at=expires_at,
-        )
-        # A live root wins; an expired one is replaced.
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[t.c.instance_id, t.c.channel_id, t.c.issue_key],
-            set_={"root_post_id": stmt.excluded.root_post_id, "expires_at": stmt.excluded.expires_at},
-            where=t.c.expires_at <= now,
-        )
+        row = {
+            "instance_id": instance_id,
+            "channel_id": channel_id,
+            "issue_key": issue_key,
+            "root_post_id": root_post_id,
+            "expires_at": expires_at,
+        }
         async with self._db.write() as conn:
-            await conn.execute(stmt)
+            await conn.execute(self._root_upsert(now), [row])
             root = await conn.scalar(
                 sa.select(t.c.root_post_id).where(self._key(instance_id, channel_id, issue_key))
             )
         if root is None:
             raise RuntimeError(f"thread root for {issue_key} in {channel_id} vanished while being set")
         return str(root)
+
+    async def set_roots_if_absent(self, roots: Sequence[NewThreadRoot], *, now: datetime) -> None:
+        # Within the batch the first root of a key wins, as it would one transaction at a time
+        # (and one statement may not update the same row twice on PostgreSQL).
+        first: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for r in roots:
+            first.setdefault(
+                (r.instance_id, r.channel_id, r.issue_key),
+                {
+                    "instance_id": r.instance_id,
+                    "channel_id": r.channel_id,
+                    "issue_key": r.issue_key,
+                    "root_post_id": r.root_post_id,
+                    "expires_at": r.expires_at,
+                },
+            )
+        if not first:
+            return
+        async with self._db.write() as conn:
+            await conn.execute(self._root_upsert(now), list(first.values()))
 
     async def purge_expired(self, *, now: datetime) -> int:
         t = issue_threads

@@ -61,7 +61,13 @@ _STATUS = {
 }
 
 
+_ACCEPTED_BODY = json.dumps({"status": Outcome.ACCEPTED.value}).encode()
+
+
 def _answer(result: IntakeResult) -> web.Response:
+    if result.outcome is Outcome.ACCEPTED and not result.reason:
+        # The answer to nearly every webhook: built once.
+        return web.Response(status=200, body=_ACCEPTED_BODY, content_type="application/json")
     body: dict[str, object] = {"status": result.outcome.value}
     if result.reason:
         body["reason"] = result.reason
@@ -103,18 +109,24 @@ class JiraWebhookHandler:
             self._intake.count("forbidden")
             return _json(403, {"status": "forbidden", "reason": "missing or wrong secret"})
 
-        if request.content_length is not None and request.content_length > self._max_body:
+        length = request.content_length
+        if length is not None and length > self._max_body:
             self._intake.count("too_large")
             return _json(413, {"status": "too_large", "reason": f"body over {self._max_body} bytes"})
-        body = bytearray()
-        async for chunk in request.content.iter_chunked(65536):
-            body += chunk
-            if len(body) > self._max_body:
-                self._intake.count("too_large")
-                return _json(413, {"status": "too_large", "reason": f"body over {self._max_body} bytes"})
+        if length is not None:
+            # Announced and within the limit: read at once (aiohttp stops at the announced length).
+            body = await request.read()
+        else:
+            chunks = bytearray()
+            async for chunk in request.content.iter_chunked(65536):
+                chunks += chunk
+                if len(chunks) > self._max_body:
+                    self._intake.count("too_large")
+                    return _json(413, {"status": "too_large", "reason": f"body over {self._max_body} bytes"})
+            body = bytes(chunks)
 
         if self._signing_key is not None and not signature_matches(
-            request.headers.get(SIGNATURE_HEADER), bytes(body), self._signing_key
+            request.headers.get(SIGNATURE_HEADER), body, self._signing_key
         ):
             self._intake.count("forbidden")
             return _json(403, {"status": "forbidden", "reason": "missing or wrong signature"})
@@ -131,7 +143,7 @@ class JiraWebhookHandler:
         result = await self._intake.accept(
             WebhookRequest(
                 route=route,
-                body=bytes(body),
+                body=body,
                 params=params,
                 path_instance=path_instance,
                 delivery_id=request.headers.get(DELIVERY_ID_HEADER) or None,

@@ -82,7 +82,10 @@ async def test_posts_about_one_issue_keep_their_order_through_failures(
 async def test_backlog_bound_answers_503_with_retry_after(
     make_bot: BotFactory, fake_mm: FakeMattermost, tmp_path: Path
 ) -> None:
-    settings = settings_for(fake_mm, tmp_path, JIRA_CHATOPS__DELIVERY__MAX_BACKLOG="3")
+    # Enough attempts that no post is dead-lettered (leaving the backlog) while the test runs.
+    settings = settings_for(
+        fake_mm, tmp_path, JIRA_CHATOPS__DELIVERY__MAX_BACKLOG="3", JIRA_CHATOPS__DELIVERY__MAX_ATTEMPTS="100"
+    )
     bot = await make_bot(settings)
     fake_mm.fail_for(30, 503, path="/api/v4/posts")
     statuses = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -181,15 +182,42 @@ async def test_probe_from_the_mattermost_guide_is_ignored_with_200(make_bot: Bot
     assert 'jira_chatops_webhooks_total{outcome="ignored"} 1.0' in metrics
 
 
-@pytest.mark.parametrize(
-    "name",
-    ["webhook-issue-assigned-empty-changelog.json", "webhook-server-comment-created.json"],
-)
-async def test_payloads_with_nothing_to_post_are_ignored(make_bot: BotFactory, name: str) -> None:
+async def test_server_standalone_comment_is_ignored_at_once(make_bot: BotFactory) -> None:
+    """Server's comment_created lacks the issue id (and repeats issue_commented): a quick look
+    tells it carries nothing to post, so it is not even stored."""
     bot = await make_bot()
     await subscribe(bot, "dev")
-    r = await bot.post(FIREHOSE, load_shared_webhook_bytes(name))
+    r = await bot.post(FIREHOSE, load_shared_webhook_bytes("webhook-server-comment-created.json"))
     assert r.status == 200 and (await r.json())["status"] == "ignored"
+    assert sum((await bot.services.db.inbox.counts()).values()) == 0
+
+
+async def test_update_without_a_notable_change_is_stored_then_ignored(make_bot: BotFactory) -> None:
+    """Only the full reading of the changelog shows there is nothing to post: the webhook is
+    acknowledged, then the processor ignores it, posts nothing and counts it as ignored."""
+    bot = await make_bot()
+    await subscribe(bot, "dev")
+    r = await bot.post(FIREHOSE, load_shared_webhook_bytes("webhook-issue-assigned-empty-changelog.json"))
+    assert r.status == 200 and (await r.json())["status"] == "accepted"
+    await bot.drain()
+    assert bot.fake.posts == []
+    assert (await bot.services.db.inbox.counts())["ignored"] == 1
+    metrics = await (await bot.client.get("/metrics")).text()
+    assert 'jira_chatops_webhooks_total{outcome="ignored"} 1.0' in metrics
+
+
+async def test_body_valid_at_a_glance_but_not_a_webhook_is_stored_then_ignored(make_bot: BotFactory) -> None:
+    """The quick look checks the top-level shape only; a deeper impossible shape is found by the
+    processor, which ignores the webhook without a post or an error."""
+    bot = await make_bot()
+    await subscribe(bot, "dev")
+    doc = json.loads(load_shared_webhook_bytes("webhook-issue-created.json"))
+    doc["issue"]["fields"]["summary"] = {"not": "text"}
+    r = await bot.post(FIREHOSE, json.dumps(doc))
+    assert r.status == 200
+    await bot.drain()
+    assert bot.fake.posts == []
+    assert (await bot.services.db.inbox.counts())["ignored"] == 1
 
 
 async def test_no_input_produces_a_500(make_bot: BotFactory) -> None:
@@ -340,3 +368,52 @@ async def test_cloud_comment_events_use_the_security_level_last_seen(make_bot: B
     assert (await bot.post(FIREHOSE, comment)).status == 200
     await bot.drain()
     assert len(bot.fake.posts) == 2
+
+
+async def test_concurrent_webhooks_are_stored_together_and_a_repeated_one_once(make_bot: BotFactory) -> None:
+    bot = await make_bot()
+    await subscribe(bot, "dev")
+    created = json.loads(load_shared_webhook_bytes("webhook-issue-created.json"))
+
+    def numbered(n: int) -> str:
+        doc = json.loads(json.dumps(created))
+        doc["issue"]["key"] = f"TES-{900 + n}"
+        return json.dumps(doc)
+
+    bodies = [(numbered(n), f"delivery-{n}") for n in range(8)] + [(numbered(0), "delivery-0")]
+    answers = await asyncio.gather(
+        *(bot.post(FIREHOSE, body, headers={"X-Atlassian-Webhook-Identifier": d}) for body, d in bodies)
+    )
+    assert [a.status for a in answers] == [200] * 9
+    statuses = sorted([(await a.json())["status"] for a in answers])
+    assert statuses == ["accepted"] * 8 + ["duplicate"]
+    assert bot.services.intake.writer.rows == 9
+    assert bot.services.intake.writer.batches < 9  # shared transactions
+    await bot.fake.wait_for_posts(8)
+    await bot.drain()
+    texts = [json.dumps(p) for p in bot.fake.posts]
+    assert sorted(next(f"TES-{900 + n}" for n in range(8) if f"TES-{900 + n}" in t) for t in texts) == sorted(
+        f"TES-{900 + n}" for n in range(8)
+    )
+
+
+async def test_a_failed_commit_answers_503_to_every_webhook_of_its_batch(
+    make_bot: BotFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bot = await make_bot()
+    inbox = bot.services.db.inbox
+
+    async def broken(rows: object, *, now: object) -> list[tuple[int, bool]]:
+        raise OSError("disk I/O error")
+
+    monkeypatch.setattr(inbox, "enqueue_many", broken)
+    answers = await asyncio.gather(*(bot.post(LEGACY, EXAMPLE, team="acme", channel="dev") for _ in range(4)))
+    for answer in answers:
+        assert answer.status == 503
+        assert int(answer.headers["Retry-After"]) > 0
+        assert "Traceback" not in await answer.text()
+    monkeypatch.undo()
+    assert sum((await bot.services.db.inbox.counts()).values()) == 0
+    # Jira's retry goes through once the database is back.
+    assert (await bot.post(LEGACY, EXAMPLE, team="acme", channel="dev")).status == 200
+    await bot.fake.wait_for_posts(1)

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from bot.store import schema
+from bot.store import schema, sql
 from bot.store.db import Database, make_engine, normalise_database_url
+from bot.store.interfaces import NewInboxRow
 from bot.store.migrations import (
     LATEST_VERSION,
     MIGRATIONS,
@@ -162,3 +163,41 @@ async def test_datetimes_come_back_aware_utc_and_naive_ones_are_refused(db: Data
 
     with pytest.raises(sa.exc.StatementError, match="naive datetime"):
         await db.kv.put("naive", 1, expires_at=datetime(2024, 5, 1, 12, 0))
+
+
+async def test_sqlite_checkpoints_run_in_the_background_and_restart_a_long_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = await Database.open(f"sqlite:///{tmp_path / 'bot.db'}")
+    runs: list[tuple[str, int]] = []
+    original = sql.SqliteWal._run
+
+    async def recording(engine: object, mode: str) -> tuple[int, int, int]:
+        result = await original(engine, mode)  # type: ignore[arg-type]
+        runs.append((mode, result[1]))
+        return result
+
+    monkeypatch.setattr(sql.SqliteWal, "_run", staticmethod(recording))
+    monkeypatch.setattr(sql, "_RESTART_FRAMES", 200)
+    try:
+        async with db.engine.connect() as conn:
+            assert await conn.scalar(sa.text("PRAGMA wal_autocheckpoint")) == 0
+        body = b'{"pad": "' + b"x" * 20_000 + b'"}'
+        for batch in range(8):
+            rows = [NewInboxRow(f"k{batch}-{i}", "firehose", None, {}, body) for i in range(16)]
+            await db.inbox.enqueue_many(rows, now=T0)
+            await db.deliveries.backlog()  # readers meanwhile
+        await db._access.settle()
+        assert runs and runs[0][0] == "PASSIVE"
+        # The log passed the (lowered) restart mark: a checkpoint took the lock and restarted it.
+        assert any(mode == "RESTART" for mode, _ in runs)
+        assert (await db.inbox.counts())["pending"] == 128
+    finally:
+        await db.close()
+
+
+async def test_postgresql_connections_plan_each_statement(db: Database) -> None:
+    if db.dialect != "postgresql":
+        pytest.skip("SQLite plans every statement anyway")
+    async with db.engine.connect() as conn:
+        assert await conn.scalar(sa.text("SHOW plan_cache_mode")) == "force_custom_plan"

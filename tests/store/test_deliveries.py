@@ -169,3 +169,22 @@ async def test_purge_removes_old_delivered_rows_only(db: Database) -> None:
     assert await db.deliveries.purge(before=at(3)) == 1
     assert await db.deliveries.get(done.id) is None
     assert await db.deliveries.get(dead.id) is not None
+
+
+async def test_mark_delivered_many_records_the_posts_of_leases_still_held(db: Database) -> None:
+    deliveries = await _add(db, ("k1", "one"), ("k2", "two"), ("k3", "three"))
+    claimed = await db.deliveries.claim_due(limit=3, owner="a", now=at(1), lease_seconds=10)
+    assert len(claimed) == 3
+    # One lease runs out and passes to another worker.
+    [taken] = await db.deliveries.claim_due(limit=1, owner="b", now=at(12), lease_seconds=10)
+    others = [d.id for d in claimed if d.id != taken.id]
+    results = await db.deliveries.mark_delivered_many(
+        [(others[0], "p1"), (taken.id, "p-late"), (others[1], "p2")], owner="a", now=at(13)
+    )
+    assert results == [True, False, True]
+    stored = {d.id: d for d in await db.deliveries.list_for_inbox(deliveries[0].inbox_id or 0)}
+    assert (stored[others[0]].status, stored[others[0]].post_id) == ("delivered", "p1")
+    assert (stored[others[1]].status, stored[others[1]].post_id) == ("delivered", "p2")
+    assert stored[others[1]].delivered_at == at(13) and stored[others[1]].lease_owner is None
+    assert (stored[taken.id].status, stored[taken.id].lease_owner) == ("pending", "b")
+    assert await db.deliveries.mark_delivered_many([], owner="a", now=at(14)) == []

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from bot.store import schema
 from bot.store.db import Database
-from bot.store.interfaces import NewDelivery
+from bot.store.interfaces import InboxCompletion, NewDelivery, NewInboxRow
 from tests.store.conftest import T0, at
 
 
@@ -221,3 +221,82 @@ async def test_counts_and_purge(db: Database) -> None:
     assert await db.inbox.purge(before=at(3)) == 1
     assert await db.inbox.get(done_id) is None
     assert await db.inbox.counts() == {"pending": 1, "done": 0, "ignored": 1, "failed": 0}
+
+
+def _row(key: str | None, body: bytes = b"{}", route: str = "firehose") -> NewInboxRow:
+    return NewInboxRow(
+        dedupe_key=key, route=route, instance_id="https://acme.atlassian.net", params={}, body=body
+    )
+
+
+async def test_enqueue_many_stores_a_batch_in_arrival_order(db: Database) -> None:
+    rows = [_row("a", b"1"), _row(None, b"2"), _row("b", b"3"), _row(None, b"4"), _row("c", b"5")]
+    results = await db.inbox.enqueue_many(rows, now=T0)
+    assert [created for _, created in results] == [True] * 5
+    ids = [item_id for item_id, _ in results]
+    assert ids == sorted(ids) and len(set(ids)) == 5  # ids, and so processing, follow arrival
+    items = await db.inbox.claim(limit=10, owner="o", now=at(1), lease_seconds=30)
+    assert [(i.dedupe_key, i.body) for i in items] == [(r.dedupe_key, r.body) for r in rows]
+    assert {i.received_at for i in items} == {T0}
+
+
+async def test_enqueue_many_stores_a_key_once_within_a_batch_and_across_batches(db: Database) -> None:
+    first = await db.inbox.enqueue_many([_row("a", b"1"), _row("b", b"2"), _row("a", b"3")], now=T0)
+    assert [c for _, c in first] == [True, True, False]
+    assert first[2][0] == first[0][0]
+    again = await db.inbox.enqueue_many([_row("b", b"4"), _row("d", b"5")], now=at(1))
+    assert again[0] == (first[1][0], False)
+    assert again[1][1] is True
+    item = await db.inbox.get(first[0][0])
+    assert item is not None and item.body == b"1"
+    assert (await db.inbox.counts())["pending"] == 3
+
+
+@pytest.mark.parametrize("size", [1, 3, 23, 64, 65, 130])
+async def test_enqueue_many_of_any_size(db: Database, size: int) -> None:
+    # Sizes around the statement sizes the SQLite path cuts batches into.
+    rows = [_row(f"k{i}" if i % 7 else None, body=f'{{"n": {i}}}'.encode()) for i in range(size)]
+    results = await db.inbox.enqueue_many(rows, now=T0)
+    assert all(created for _, created in results)
+    items = await db.inbox.claim(limit=size + 1, owner="o", now=at(1), lease_seconds=30)
+    assert [i.body for i in items] == [r.body for r in rows]
+    assert [i.id for i in items] == [item_id for item_id, _ in results]
+
+
+async def test_enqueue_many_of_nothing(db: Database) -> None:
+    assert await db.inbox.enqueue_many([], now=T0) == []
+
+
+async def test_complete_many_closes_the_items_still_leased_and_inserts_their_deliveries(db: Database) -> None:
+    ids = [await _enqueue(db, f"k{i}") for i in range(3)]
+    await db.inbox.claim(limit=3, owner="a", now=at(1), lease_seconds=30)
+    # The lease of the last item runs out and another worker takes it.
+    await db.inbox.claim(limit=3, owner="b", now=at(40), lease_seconds=30)
+    results = await db.inbox.complete_many(
+        [
+            InboxCompletion(ids[0], outcome="routed", status="done", deliveries=[_post("o1", "one")]),
+            InboxCompletion(ids[1], outcome="unrouted", status="ignored"),
+        ],
+        owner="b",
+        now=at(41),
+    )
+    assert results == [True, True]
+    first, second = await db.inbox.get(ids[0]), await db.inbox.get(ids[1])
+    assert first is not None and (first.status, first.outcome, first.lease_owner) == ("done", "routed", None)
+    assert second is not None and (second.status, second.outcome) == ("ignored", "unrouted")
+    assert [d.payload["message"] for d in await db.deliveries.list_for_inbox(ids[0])] == ["one"]
+    # The old owner changes nothing any more.
+    stale = await db.inbox.complete_many(
+        [InboxCompletion(ids[2], outcome="routed", status="done", deliveries=[_post("o3", "three")])],
+        owner="a",
+        now=at(42),
+    )
+    assert stale == [False]
+    assert await db.deliveries.list_for_inbox(ids[2]) == []
+    third = await db.inbox.get(ids[2])
+    assert third is not None and third.status == "pending"
+
+
+async def test_complete_many_refuses_a_non_final_status(db: Database) -> None:
+    with pytest.raises(ValueError, match="pending"):
+        await db.inbox.complete_many([InboxCompletion(1, outcome="", status="pending")], owner="a", now=T0)

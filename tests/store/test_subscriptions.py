@@ -124,3 +124,14 @@ def test_config_ids_depend_on_name_and_channel_only() -> None:
     assert config_subscription_id("bugs", "c1") == config_subscription_id(" bugs ", "c1")
     assert config_subscription_id("bugs", "c1") != config_subscription_id("bugs", "c2")
     assert config_subscription_id("bugs", "c1") != config_subscription_id("bug", "c1")
+
+
+async def test_iter_all_pages_through_every_subscription_in_list_order(db: Database) -> None:
+    # Names repeat, so the pages must also be cut on the id.
+    subs = [_sub(f"s{i:02d}", f"name {i % 4}", projects=["WEB"], events=["event_created"]) for i in range(11)]
+    for sub in subs:
+        await db.subscriptions.upsert(sub, now=at(0))
+    streamed = [s async for s in db.subscriptions.iter_all(page_size=3)]
+    assert streamed == await db.subscriptions.list_all()
+    assert len(streamed) == 11
+    assert [s async for s in db.subscriptions.iter_all(page_size=11)] == streamed

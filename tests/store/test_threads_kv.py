@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from bot.store.db import Database
-from tests.store.conftest import at
+from bot.store.interfaces import NewThreadRoot
+from tests.store.conftest import T0, at
 
 ACME = "https://acme.atlassian.net"
 
@@ -93,3 +95,21 @@ async def test_kv_purge_expired(db: Database) -> None:
     await db.kv.put("b", 2)
     assert await db.kv.purge_expired(now=at(1)) == 1
     assert await db.kv.get("b", now=at(1)) == 2
+
+
+async def test_set_roots_if_absent_records_several_roots_first_of_a_key_winning(db: Database) -> None:
+    later = T0 + timedelta(days=30)
+    await db.threads.set_root_if_absent("i", "c1", "A-1", root_post_id="old", expires_at=later, now=T0)
+    await db.threads.set_roots_if_absent(
+        [
+            NewThreadRoot("i", "c1", "A-1", "ignored-live-root-exists", later),
+            NewThreadRoot("i", "c1", "A-2", "first", later),
+            NewThreadRoot("i", "c1", "A-2", "second", later),
+            NewThreadRoot("i", "c2", "A-2", "other-channel", later),
+        ],
+        now=T0,
+    )
+    assert await db.threads.get_root("i", "c1", "A-1", now=T0) == "old"
+    assert await db.threads.get_root("i", "c1", "A-2", now=T0) == "first"
+    assert await db.threads.get_root("i", "c2", "A-2", now=T0) == "other-channel"
+    await db.threads.set_roots_if_absent([], now=T0)

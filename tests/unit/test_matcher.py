@@ -9,7 +9,7 @@ import pytest
 from bot.jira import events as ev
 from bot.jira.events import IssueEvent, IssueSnapshot, NamedValue, normalise
 from bot.jira.models import parse_webhook
-from bot.routing.matcher import SubscriptionIndex, reaches_updated_any, subscription_matches
+from bot.routing.matcher import IndexBuilder, SubscriptionIndex, reaches_updated_any, subscription_matches
 from bot.routing.model import (
     FieldFilter,
     Inclusion,
@@ -645,3 +645,50 @@ def test_index_agrees_with_plain_function_on_real_payloads(name: str) -> None:
     # A subscription naming the event's own kinds gets every complete, unsecured event.
     routable = not event.issue.fields_partial and event.issue.security_level is None
     assert (subs[1] in expected) is routable
+
+
+def test_small_and_large_projects_route_alike_and_targets_follow_the_matches() -> None:
+    """A project with few subscriptions is scanned, one with many is indexed by kind: both give
+    what the plain function gives, and match_targets names the same channels and subscriptions."""
+    for count in (12, 120):  # around the size from which a project is indexed by kind
+        subs = [
+            make_sub(
+                id_=f"s{i:03}",
+                name=f"sub {i % 7}",
+                channel=f"c{i % 5}",
+                events=({ev.EVENT_CREATED}, {ev.EVENT_UPDATED_ANY}, {ev.EVENT_UPDATED_STATUS})[i % 3],
+                issue_types=({"10001"}, ())[i % 2],
+                fields=((), (field("priority", Inclusion.INCLUDE_ANY, "High"),))[(i // 3) % 2],
+            )
+            for i in range(count)
+        ]
+        builder = IndexBuilder()
+        for sub in reversed(subs):
+            builder.add(sub)
+        streamed, built = builder.build(), SubscriptionIndex.build(subs)
+        assert len(streamed) == len(built) == count
+        for kinds in ({ev.EVENT_CREATED}, {ev.EVENT_UPDATED_STATUS}, {ev.EVENT_CREATED_COMMENT}):
+            for fields in ({}, {"priority": (HIGH,)}):
+                event = make_event(kinds, fields=fields)
+                expected: dict[str, Subscription] = {}
+                for sub in sorted(subs, key=lambda s: (s.name.casefold(), s.id)):
+                    if subscription_matches(sub, event):
+                        expected.setdefault(sub.channel_id, sub)
+                matched = built.match(event, JIRA)
+                assert matched == list(expected.values())
+                assert streamed.match(event, JIRA) == matched
+                assert built.match_targets(event, JIRA) == [(s.channel_id, s.name) for s in matched]
+
+
+def test_matched_subscriptions_are_given_back_whole() -> None:
+    sub = make_sub(
+        id_="full",
+        name="Everything",
+        events={ev.EVENT_CREATED},
+        issue_types=(),
+        fields=(field("labels", Inclusion.EXCLUDE_ANY, "spam"),),
+    )
+    sub = sub.model_copy(update={"created_by": "user-1"})
+    [found] = SubscriptionIndex.build([sub]).match(make_event(), JIRA)
+    assert found == sub
+    assert found.model_dump() == sub.model_dump()
