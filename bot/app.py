@@ -14,10 +14,11 @@ import secrets
 import socket
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -28,6 +29,7 @@ from bot.accounts.service import AccountService
 from bot.accounts.store import ConnectionStore
 from bot.chat.listener import build_chat_listener
 from bot.commands.context import Deps
+from bot.commands.post_buttons import issue_post_actions, with_issue_actions
 from bot.commands.service import CommandService
 from bot.commands.table import COMMANDS
 from bot.config import Settings
@@ -40,11 +42,14 @@ from bot.instances import InstanceDirectory
 from bot.jira.client import JiraGateway
 from bot.jira.credentials import Credentials
 from bot.jira.errors import JiraError
+from bot.jira.events import IssueEvent
 from bot.mattermost.client import MattermostClient
 from bot.mattermost.console import ConsoleSink
 from bot.mattermost.models import PostSink
 from bot.mattermost.payloads import ActionFactory
 from bot.metrics import Metrics
+from bot.notify.planner import NotificationPlanner
+from bot.notify.sender import DirectMessageSender
 from bot.pipeline.config_subscriptions import sync_config_subscriptions
 from bot.pipeline.delivery import DeliveryWorker
 from bot.pipeline.intake import Intake
@@ -238,6 +243,32 @@ def _change_gate(
     return service, lifecycle
 
 
+def _personal_features(
+    commands: CommandService, processor: EventProcessor, delivery: DeliveryWorker, settings: Settings
+) -> None:
+    """What needs users' own Jira accounts: buttons on channel posts and personal DMs."""
+    deps = commands.deps
+    factory = deps.actions
+
+    def decorate(props: Mapping[str, Any], instance_id: str, event: IssueEvent) -> dict[str, Any]:
+        # Buttons only for configured instances: clicks look the instance up by URL.
+        if deps.instances.find(instance_id) is None:
+            return dict(props)
+        return with_issue_actions(props, issue_post_actions(factory, instance_id, event.issue.key))
+
+    processor.decorate_post = decorate
+    processor.notifier = NotificationPlanner(deps.accounts)
+    delivery.direct_messages = DirectMessageSender(
+        accounts=deps.accounts,
+        instances=deps.instances,
+        jira=deps.jira,
+        mattermost=deps.mattermost,
+        kv=deps.db.kv,
+        clock=deps.clock,
+        access_cache_seconds=settings.notifications.access_cache_seconds,
+    )
+
+
 def create_app(
     settings: Settings,
     *,
@@ -356,6 +387,7 @@ def create_app(
         oauth = OAuthHandler(commands.deps.accounts, clock=clock)
         app.add_routes(slash.routes() + interactive.routes() + oauth.routes())
         services.commands = commands
+        _personal_features(commands, processor, delivery, settings)
 
         async def command_lifecycle(_app: web.Application) -> AsyncIterator[None]:
             yield

@@ -220,6 +220,17 @@ class ChatSettings(_Section):
     preview_interval_minutes: int = Field(60, ge=1, le=10080)
 
 
+class NotificationSettingsConfig(_Section):
+    """Personal direct messages: the switches a newly connected user starts with."""
+
+    assignee: bool = True
+    mention: bool = True
+    reporter: bool = True
+    watching: bool = True
+    # How long a user's permission to see an issue is remembered before a DM is sent again.
+    access_cache_seconds: int = Field(300, ge=0, le=86400)
+
+
 class SecuritySettings(_Section):
     # Key that encrypts Jira tokens at rest and signs interactive contexts: 32 random bytes,
     # urlsafe-base64 encoded. Absent: one is generated into <data_dir>/encryption-key.
@@ -256,6 +267,7 @@ class Settings(_Section):
     subscriptions: tuple[SubscriptionSettings, ...] = ()
     commands: CommandSettings = CommandSettings()
     chat: ChatSettings = ChatSettings()
+    notifications: NotificationSettingsConfig = NotificationSettingsConfig()
     change_gate: ChangeGateSettings | None = None
     security: SecuritySettings = SecuritySettings()
     logging: LoggingSettings = LoggingSettings()

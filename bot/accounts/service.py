@@ -125,8 +125,11 @@ class AccountService:
         cloud: CloudOAuth | None = None,
         oauth1: ServerOAuth1 | None = None,
         instances: InstanceDirectory | None = None,
+        default_notifications: NotificationSettings | None = None,
     ) -> None:
         self._jira = jira
+        # The switches a newly connected user starts with (an admin's choice).
+        self._default_notifications = default_notifications or NotificationSettings()
         # Configured and chat-installed instances; without a directory, the configured ones.
         self._instances = instances if instances is not None else InstanceDirectory(jira.instances, kv)
         self._public_url = public_url.rstrip("/")
@@ -170,6 +173,12 @@ class AccountService:
             cloud=CloudOAuth.from_settings(settings, session),
             oauth1=ServerOAuth1.from_settings(settings, session),
             instances=instances,
+            default_notifications=NotificationSettings(
+                assignee=settings.notifications.assignee,
+                mention=settings.notifications.mention,
+                reporter=settings.notifications.reporter,
+                watching=settings.notifications.watching,
+            ),
         )
 
     @property
@@ -382,7 +391,7 @@ class AccountService:
             connected_at=now,
             updated_at=now,
             # A reconnect keeps the user's notification switches.
-            notifications=previous.notifications if previous else NotificationSettings(),
+            notifications=previous.notifications if previous else self._default_notifications,
         )
         stored = await self._store.upsert(connection, now=now)
         log.info("%s connected to %s (%s)", mm_user_id, inst.url, stored.auth_type.value)

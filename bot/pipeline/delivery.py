@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from bot.config import ChannelPostSettings, DeliverySettings
 from bot.mattermost.models import DeliveryError, OutgoingPost, PostSink
@@ -20,6 +21,14 @@ from bot.pipeline.loop import give_way, work_loop
 from bot.store.interfaces import Delivery, DeliveryRepository, NewThreadRoot, ThreadRepository
 
 log = logging.getLogger(__name__)
+
+DIRECT_MESSAGE = "direct_message"
+# Recorded as the post id of a DM that was not sent (its recipient may not see the issue).
+NOT_SENT = "-"
+
+
+class DirectMessages(Protocol):
+    async def send(self, payload: Mapping[str, Any], *, pending_post_id: str = "") -> str: ...
 
 
 class DeliveryWorker:
@@ -47,6 +56,8 @@ class DeliveryWorker:
         self._slots = asyncio.Semaphore(settings.workers)
         self._busy = busy
         self._delivered = metrics.posts.labels("delivered")
+        # Set by the composition root when direct messages can be sent (slash commands set up).
+        self.direct_messages: DirectMessages | None = None
 
     async def run_once(self) -> int:
         """Claim the deliveries that are due and send them; returns how many were claimed.
@@ -89,6 +100,8 @@ class DeliveryWorker:
         """Make the post; the Mattermost post id, or None when it failed (and was rescheduled or
         dead-lettered)."""
         payload = d.payload
+        if d.kind == DIRECT_MESSAGE:
+            return await self._send_direct(d)
         issue_key = str(payload.get("issue_key", ""))
         instance_id = str(payload.get("instance_id", ""))
         thread = payload.get("thread", "")
@@ -106,6 +119,15 @@ class DeliveryWorker:
         )
         try:
             return await self._sink.create_post(post)
+        except DeliveryError as e:
+            await self._failed(d, e)
+            return None
+
+    async def _send_direct(self, d: Delivery) -> str | None:
+        if self.direct_messages is None:
+            return NOT_SENT  # DMs were queued by a replica that can send them; this one cannot
+        try:
+            return await self.direct_messages.send(d.payload, pending_post_id=d.pending_post_id) or NOT_SENT
         except DeliveryError as e:
             await self._failed(d, e)
             return None

@@ -7,14 +7,16 @@ and commits the deliveries in the same transaction that marks the row done.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from bot.config import ChannelPostSettings
-from bot.jira.events import COMMENT_KINDS, IssueEvent, event_summary, normalise
+from bot.jira.events import COMMENT_KINDS, EVENT_DELETED, IssueEvent, event_summary, normalise
 from bot.jira.models import WebhookParseError, parse_webhook
 from bot.metrics import Metrics
 from bot.pipeline.issue_memory import IssueMemory
@@ -25,7 +27,13 @@ from bot.routing.legacy import LegacyOptions, legacy_matches
 from bot.routing.matcher import SubscriptionIndex
 from bot.store.interfaces import InboxCompletion, InboxItem, InboxRepository, NewDelivery
 
+if TYPE_CHECKING:  # the planner brings the account machinery, which webhooks alone do not need
+    from bot.notify.planner import NotificationPlanner
+
 log = logging.getLogger(__name__)
+
+# (props of a channel post, instance id, event) -> the props to post, e.g. with buttons added.
+PostDecorator = Callable[[Mapping[str, Any], str, IssueEvent], dict[str, Any]]
 
 CHANNEL_POST = "channel_post"
 # Claims of a webhook whose processing keeps failing before it is closed as failed.
@@ -144,6 +152,10 @@ class EventProcessor:
         self._on_planned = on_planned
         self._batch = batch_size
         self._busy = busy
+        # Set by the composition root when slash commands are available: buttons on channel
+        # posts, and personal direct messages.
+        self.decorate_post: PostDecorator | None = None
+        self.notifier: NotificationPlanner | None = None
         self._ignored = metrics.webhooks.labels("ignored")
 
     async def run_once(self) -> int:
@@ -219,7 +231,26 @@ class EventProcessor:
                     "(no complete webhook for it seen yet)",
                     event_summary(event),
                 )
-        return plan_deliveries(item, event, index, self._settings)
+        plan = plan_deliveries(item, event, index, self._settings)
+        if event is None or item.route != "firehose":
+            return plan
+        deliveries = plan.deliveries
+        instance = instance_of(item, event)
+        if self.decorate_post is not None and EVENT_DELETED not in event.kinds:
+            decorate = self.decorate_post
+            deliveries = tuple(
+                dataclasses.replace(
+                    d, payload={**d.payload, "props": decorate(d.payload.get("props") or {}, instance, event)}
+                )
+                if d.kind == CHANNEL_POST
+                else d
+                for d in deliveries
+            )
+        if self.notifier is not None:
+            deliveries += tuple(await self.notifier.plan(event, instance))
+        if deliveries is plan.deliveries:
+            return plan
+        return Plan("routed" if deliveries else plan.outcome, deliveries, event)
 
     async def run(self, wake: asyncio.Event, poll_interval: float) -> None:
         async def idle_wait() -> float:
