@@ -724,6 +724,8 @@ class FakeMattermost:
     async def stop(self) -> None:
         if self._saving:
             await asyncio.gather(*self._saving, return_exceptions=True)
+        # Open websockets would hold the server's shutdown until its timeout.
+        await self.drop_websockets(refuse=True)
         if self._server is not None:
             await self._server.close()
             self._server = None
