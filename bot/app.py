@@ -45,7 +45,7 @@ from bot.jira.errors import JiraError
 from bot.jira.events import IssueEvent
 from bot.mattermost.client import MattermostClient
 from bot.mattermost.console import ConsoleSink
-from bot.mattermost.models import PostSink
+from bot.mattermost.models import DeliveryError, PostSink
 from bot.mattermost.payloads import ActionFactory
 from bot.metrics import Metrics
 from bot.notify.planner import NotificationPlanner
@@ -257,6 +257,20 @@ def _personal_features(
         return with_issue_actions(props, issue_post_actions(factory, instance_id, event.issue.key))
 
     processor.decorate_post = decorate
+
+    async def resolve_mentions(instance_id: str, jira_users: list[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for jira_user in jira_users[:20]:
+            mm_user = await deps.accounts.mattermost_user_for(instance_id, jira_user)
+            if mm_user is None:
+                continue
+            try:
+                found[jira_user] = str((await deps.mattermost.get_user(mm_user))["username"])
+            except (DeliveryError, KeyError):
+                continue  # shown by display name instead
+        return found
+
+    processor.mention_resolver = resolve_mentions
     processor.notifier = NotificationPlanner(deps.accounts)
     delivery.direct_messages = DirectMessageSender(
         accounts=deps.accounts,

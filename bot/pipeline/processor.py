@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -22,7 +22,8 @@ from bot.metrics import Metrics
 from bot.pipeline.issue_memory import IssueMemory
 from bot.pipeline.loop import give_way, work_loop
 from bot.pipeline.subscriptions import SubscriptionCache
-from bot.render.posts import RenderOptions, render_event
+from bot.render.markup import mentioned_jira_users
+from bot.render.posts import MentionLookup, RenderOptions, no_mentions, render_event
 from bot.routing.legacy import LegacyOptions, legacy_matches
 from bot.routing.matcher import SubscriptionIndex
 from bot.store.interfaces import InboxCompletion, InboxItem, InboxRepository, NewDelivery
@@ -73,8 +74,10 @@ def plan_deliveries(
     index: SubscriptionIndex,
     settings: ChannelPostSettings,
     new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+    mentions: MentionLookup = no_mentions,
 ) -> Plan:
-    """What to post, where, for one stored webhook. Pure apart from `new_id`."""
+    """What to post, where, for one stored webhook. Pure apart from `new_id`; `mentions` maps
+    Jira users to the Mattermost usernames of those who connected."""
     if event is None:
         return Plan("ignored", ())
 
@@ -97,7 +100,7 @@ def plan_deliveries(
             hide_comments=settings.hide_comments,
             subscription_name=sub_name if settings.show_subscription_name else None,
         )
-        post = render_event(event, options)
+        post = render_event(event, options, mentions)
         if post is None:
             continue
         deliveries.append(
@@ -156,6 +159,8 @@ class EventProcessor:
         # posts, and personal direct messages.
         self.decorate_post: PostDecorator | None = None
         self.notifier: NotificationPlanner | None = None
+        # (instance id, Jira user ids) -> {Jira user id: Mattermost username} of connected users.
+        self.mention_resolver: Callable[[str, list[str]], Awaitable[dict[str, str]]] | None = None
         self._ignored = metrics.webhooks.labels("ignored")
 
     async def run_once(self) -> int:
@@ -231,7 +236,16 @@ class EventProcessor:
                     "(no complete webhook for it seen yet)",
                     event_summary(event),
                 )
-        plan = plan_deliveries(item, event, index, self._settings)
+        mentions: MentionLookup = no_mentions
+        if event is not None and self.mention_resolver is not None:
+            text = " ".join(
+                t for t in (event.comment.body if event.comment else "", event.issue.description) if t
+            )
+            mentioned = mentioned_jira_users(text)
+            if mentioned:
+                usernames = await self.mention_resolver(instance_of(item, event), mentioned)
+                mentions = usernames.get
+        plan = plan_deliveries(item, event, index, self._settings, mentions=mentions)
         if event is None or item.route != "firehose":
             return plan
         deliveries = plan.deliveries

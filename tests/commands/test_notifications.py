@@ -144,3 +144,43 @@ async def test_channel_posts_carry_buttons_that_act_as_the_clicker(harness: Harn
     status, _ = await harness.click("alice", post["props"], "Assign to me", post_id=post["id"])
     assert status == 200
     assert harness.cloud.issue(key)["assignee"] == alice
+
+
+async def test_mentions_of_connected_users_become_mattermost_mentions(harness: Harness) -> None:
+    from bot.routing.model import Subscription, SubscriptionFilters
+
+    alice, bob, key = await setup(harness)
+    carol = harness.cloud.add_user("Carol Danvers")
+    sub = Subscription(
+        id="s2",
+        name="comments",
+        channel_id=harness.channels["dev"],
+        instance_id=harness.cloud_url,
+        filters=SubscriptionFilters(
+            events=frozenset({"event_created_comment"}), projects=frozenset({"PROJ"})
+        ),
+    )
+    await harness.services.db.subscriptions.upsert(sub, now=harness.services.intake._clock())
+    await harness.services.subscriptions.changed()
+    payload = assigned_payload(harness, key, actor=bob, assignee=bob, summary="Printer on fire")
+    payload["issue_event_type_name"] = "issue_commented"
+    payload["changelog"] = {"items": []}
+    author = {"accountId": bob, "displayName": "Bob Builder"}
+    payload["comment"] = {
+        "id": "100",
+        "body": f"[~accountid:{alice}] and [~accountid:{carol}], please look @here",
+        "author": author,
+        "updateAuthor": author,
+        "created": "2026-01-01T00:00:00.000+0000",
+        "updated": "2026-01-01T00:00:00.000+0000",
+    }
+    await send(harness, payload)
+    await drain(harness)
+    [post] = [p for p in harness.mm.posts_in(harness.channels["dev"]) if key in json.dumps(p)]
+    text = json.dumps(post["props"], ensure_ascii=False)
+    assert "@alice" in text  # connected: a real mention
+    # Not connected: named as Jira knows her (here her id: the webhook carries no name), no mention.
+    assert carol in text and f"@{carol}" not in text
+    assert "@here" not in text
+    # Alice is also told personally that she was mentioned.
+    assert any("**mentioned** you" in p["message"] for p in harness.mm.posts)
