@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlencode
 import aiohttp
 from oauthlib.oauth1 import SIGNATURE_RSA, Client
 
+from bot.accounts.http import LazySession
 from bot.config import Settings
 from bot.instances import Instance
 from bot.jira.client import RsaSha1Client
@@ -49,7 +50,7 @@ class TokenPair:
         return "TokenPair(***)"
 
 
-class ServerOAuth1:
+class ServerOAuth1(LazySession):
     def __init__(
         self,
         *,
@@ -58,9 +59,7 @@ class ServerOAuth1:
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         self.callback_uri = public_url.rstrip("/") + CALLBACK_PATH
-        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
-        self._session = session
-        self._own_session = session is None
+        super().__init__(timeout_seconds, session)
 
     @classmethod
     def from_settings(cls, settings: Settings, session: aiohttp.ClientSession | None = None) -> ServerOAuth1:
@@ -69,16 +68,6 @@ class ServerOAuth1:
             timeout_seconds=settings.jira.request_timeout_seconds,
             session=session,
         )
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-            self._own_session = True
-        return self._session
-
-    async def close(self) -> None:
-        if self._own_session and self._session is not None:
-            await self._session.close()
 
     @staticmethod
     def _signer(instance: Instance, **kwargs: str) -> Client:

@@ -18,6 +18,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
 
+from bot.accounts.http import LazySession
 from bot.config import Settings
 from bot.instances import Instance
 
@@ -75,7 +76,7 @@ def same_site(a: str, b: str) -> bool:
     return (pa.scheme.lower(), pa.netloc.lower(), pa.path) == (pb.scheme.lower(), pb.netloc.lower(), pb.path)
 
 
-class CloudOAuth:
+class CloudOAuth(LazySession):
     """The client side of 3LO. One instance serves every configured Cloud instance (each has its
     own client id and secret in `Instance.oauth`)."""
 
@@ -91,9 +92,7 @@ class CloudOAuth:
         self.redirect_uri = public_url.rstrip("/") + CALLBACK_PATH
         self.auth_url = auth_url.rstrip("/")
         self.api_url = api_url.rstrip("/")
-        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
-        self._session = session
-        self._own_session = session is None
+        super().__init__(timeout_seconds, session)
 
     @classmethod
     def from_settings(cls, settings: Settings, session: aiohttp.ClientSession | None = None) -> CloudOAuth:
@@ -104,16 +103,6 @@ class CloudOAuth:
             timeout_seconds=settings.jira.request_timeout_seconds,
             session=session,
         )
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-            self._own_session = True
-        return self._session
-
-    async def close(self) -> None:
-        if self._own_session and self._session is not None:
-            await self._session.close()
 
     @staticmethod
     def _client(instance: Instance) -> tuple[str, str]:
