@@ -40,7 +40,7 @@ from bot.gate.service import GateService
 from bot.gate.store import GateStore
 from bot.instances import InstanceDirectory
 from bot.jira.client import JiraGateway
-from bot.jira.credentials import Credentials
+from bot.jira.credentials import ApiToken, Credentials, PersonalAccessToken
 from bot.jira.errors import JiraError
 from bot.jira.events import IssueEvent
 from bot.mattermost.client import MattermostClient
@@ -271,7 +271,28 @@ def _personal_features(
         return found
 
     processor.mention_resolver = resolve_mentions
-    processor.notifier = NotificationPlanner(deps.accounts)
+
+    async def watchers(instance_id: str, issue_key: str) -> list[str]:
+        # Jira sends no watchers with webhooks; the instance's service account, when one is
+        # configured, reads them. Each watcher's own access is still checked before their DM.
+        inst = deps.instances.find(instance_id)
+        account = inst.service_account if inst else None
+        if inst is None or account is None:
+            return []
+        creds: Credentials
+        if account.token is not None:
+            creds = PersonalAccessToken(account.token.get_secret_value())
+        elif account.email and account.api_token is not None:
+            creds = ApiToken(account.email, account.api_token.get_secret_value())
+        else:
+            return []
+        try:
+            return await deps.jira.session(inst.url, creds, is_cloud=inst.is_cloud).watchers(issue_key)
+        except JiraError as e:
+            log.warning("%s: watchers not read (%s); they get no DM for this event", issue_key, e.kind)
+            return []
+
+    processor.notifier = NotificationPlanner(deps.accounts, watchers)
     delivery.direct_messages = DirectMessageSender(
         accounts=deps.accounts,
         instances=deps.instances,

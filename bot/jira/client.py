@@ -361,6 +361,16 @@ class JiraSession:
     async def server_info(self) -> dict[str, Any]:
         return await self._call(lambda c: dict(c.jira.server_info()))
 
+    async def watchers(self, key: str) -> list[str]:
+        """Who watches the issue: accountIds on Cloud, usernames on Server."""
+
+        def call(c: _Connection) -> list[str]:
+            data = c.request("GET", f"issue/{key}/watchers")
+            users = [RestUser.model_validate(w) for w in (data or {}).get("watchers") or []]
+            return [u.account_id or u.name or "" for u in users if u.account_id or u.name]
+
+        return await self._call(call)
+
     async def issue(self, key: str) -> IssueCard:
         def call(c: _Connection) -> IssueCard:
             raw = c.jira.issue(key, fields=CARD_FIELDS).raw

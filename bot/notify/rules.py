@@ -41,6 +41,12 @@ class Topic(StrEnum):
     REOPENED = "reopened"
 
 
+# Events watchers hear about (so callers fetch the watchers only for these).
+WATCHED_KINDS: frozenset[str] = frozenset(
+    {ev.EVENT_CREATED_COMMENT, ev.EVENT_UPDATED_STATUS, ev.EVENT_UPDATED_RESOLVED, ev.EVENT_UPDATED_REOPENED}
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Notice:
     recipient: str  # Jira user id: accountId on Cloud, username on Server

@@ -22,6 +22,9 @@ from bot.config import Settings, load_settings
 from tests.fakes import FakeJira, FakeMattermost
 
 COMMAND_TOKEN = "slash-command-token"
+# The Cloud instance's service account (reads what webhooks leave out, e.g. watchers).
+SERVICE_EMAIL = "svc@example.com"
+SERVICE_TOKEN = "svc-api-token"
 CLOUD_ALIAS = "cloud"
 SERVER_ALIAS = "dc"
 
@@ -157,6 +160,7 @@ jira:
       type: cloud
       alias: {CLOUD_ALIAS}
       oauth: {{client_id: app-id, client_secret: app-secret}}
+      service_account: {{email: {SERVICE_EMAIL}, api_token: {SERVICE_TOKEN}}}
     - {{url: "{server_url}", type: server, alias: {SERVER_ALIAS}}}
 """
     )
@@ -190,6 +194,7 @@ async def harness(tmp_path: Path, unused_tcp_port_factory: Any) -> AsyncIterator
     await mm.start()
 
     cloud, server = FakeJira("cloud"), FakeJira("server")
+    cloud.add_user("Jira Service Account", email=SERVICE_EMAIL, password=SERVICE_TOKEN)
     cloud_srv, server_srv = TestServer(cloud.app()), TestServer(server.app())
     await cloud_srv.start_server()
     await server_srv.start_server()

@@ -184,3 +184,25 @@ async def test_mentions_of_connected_users_become_mattermost_mentions(harness: H
     assert "@here" not in text
     # Alice is also told personally that she was mentioned.
     assert any("**mentioned** you" in p["message"] for p in harness.mm.posts)
+
+
+async def test_watchers_hear_of_new_comments(harness: Harness) -> None:
+    alice, bob, key = await setup(harness)
+    harness.cloud.issue(key)["watchers"] = [alice]
+    payload = assigned_payload(harness, key, actor=bob, assignee=bob, summary="Printer on fire")
+    payload["issue_event_type_name"] = "issue_commented"
+    payload["changelog"] = {"items": []}
+    author = {"accountId": bob, "displayName": "Bob Builder"}
+    payload["comment"] = {
+        "id": "101",
+        "body": "Replaced the toner.",
+        "author": author,
+        "updateAuthor": author,
+        "created": "2026-01-01T00:00:00.000+0000",
+        "updated": "2026-01-01T00:00:00.000+0000",
+    }
+    await send(harness, payload)
+    await drain(harness)
+    [dm] = [p for p in harness.mm.posts if "**commented** on" in p["message"]]
+    assert "Replaced the toner." in dm["message"]
+    assert harness.user("alice") in harness.mm.channels[dm["channel_id"]]["name"]

@@ -334,6 +334,7 @@ class FakeJira:
             "priority": priority,
             "security": security,
             "labels": list(labels),
+            "watchers": [],
             "custom": dict(custom_fields),
             "created": _now(),
             "updated": _now(),
@@ -424,6 +425,7 @@ class FakeJira:
             ("GET", "/rest/api/2/issue/createmeta/{project}/issuetypes/{type_id}", self._createmeta_fields),
             ("GET", "/rest/api/2/issue/{key}", self._get_issue),
             ("GET", "/rest/api/2/issue/{key}/transitions", self._get_transitions),
+            ("GET", "/rest/api/2/issue/{key}/watchers", self._get_watchers),
             ("POST", "/rest/api/2/issue/{key}/transitions", self._do_transition),
             ("PUT", "/rest/api/2/issue/{key}/assignee", self._assign),
             ("POST", "/rest/api/2/issue/{key}/comment", self._add_comment),
@@ -914,6 +916,11 @@ class FakeJira:
         if not self._can_edit(user, self.projects[issue["project"]]):
             return []  # Jira lists only the transitions the user may make
         return self.workflow.get(issue["status"], [])
+
+    async def _get_watchers(self, request: web.Request) -> web.Response:
+        issue = self._visible_issue(request)
+        watchers = [self._user_json(request, self.users.get(w)) for w in issue.get("watchers", [])]
+        return _json({"isWatching": False, "watchCount": len(watchers), "watchers": watchers})
 
     async def _get_transitions(self, request: web.Request) -> web.Response:
         issue = self._visible_issue(request)
