@@ -9,11 +9,11 @@ type, as Octopus Deploy's TEST button does.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from bot.commands.context import Caller, CommandContext, CommandError
+from bot.commands.permissions import has_admin_role
 from bot.commands.registry import Arg
 from bot.commands.table import COMMANDS
 from bot.gate.config import ChangeGateSettings
@@ -214,10 +214,6 @@ async def _gate_channel(caller: Caller, service: GateService) -> dict[str, Any] 
         raise
 
 
-def _roles(member: Mapping[str, Any] | None) -> set[str]:
-    return set(str(member.get("roles", "")).split()) if member else set()
-
-
 async def _require_cancel_role(caller: Caller, service: GateService) -> None:
     """The caller's role in the gate channel, asked of Mattermost, must reach the configured one."""
     role = service.settings.cancel_role
@@ -228,10 +224,7 @@ async def _require_cancel_role(caller: Caller, service: GateService) -> None:
         mm = caller.deps.mattermost
         if channel is not None:
             member = await mm.get_channel_member(str(channel["id"]), caller.user_id)
-            if role == "channel_admin" and "channel_admin" in _roles(member):
-                return
-            team_id = str(channel.get("team_id") or "")
-            if team_id and "team_admin" in _roles(await mm.get_team_member(team_id, caller.user_id)):
+            if await has_admin_role(caller, {"team_id": "", **channel}, member, role):
                 return
     raise CommandError(_ROLE_REFUSALS[role])
 

@@ -14,6 +14,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from bot.commands.context import Caller, CommandContext, CommandError, DialogContext
+from bot.commands.permissions import (
+    ROLE_CHANNEL_ADMIN,
+    ROLE_SYSTEM_ADMIN,
+    ROLE_TEAM_ADMIN,
+    ROLE_USERS,
+    has_admin_role,
+)
 from bot.commands.subscription_text import (
     CUSTOM_FIELD_EVENT_HINT,
     EVENT_CHOICES,
@@ -50,10 +57,6 @@ SAVE_DIALOG = "subscribe.save"
 DIALOG_TTL_SECONDS = 1800
 PROJECTS_SHOWN = 20
 
-ROLE_USERS = "users"
-ROLE_CHANNEL_ADMIN = "channel_admin"
-ROLE_TEAM_ADMIN = "team_admin"
-ROLE_SYSTEM_ADMIN = "system_admin"
 _ROLE_REFUSALS = {
     ROLE_CHANNEL_ADMIN: "Only channel admins (and team and system admins) can change this channel's "
     "Jira subscriptions.",
@@ -92,10 +95,6 @@ async def _channel(caller: Caller, channel_id: str) -> dict[str, Any]:
     return channel
 
 
-def _roles(member: Mapping[str, Any] | None) -> set[str]:
-    return set(str(member.get("roles", "")).split()) if member else set()
-
-
 async def _has_role(caller: Caller, channel: Mapping[str, Any], role: str) -> bool:
     """Whether Mattermost gives the caller `role` or a higher one (users < channel_admin <
     team_admin < system_admin) in the channel; asked of Mattermost every time."""
@@ -109,10 +108,7 @@ async def _has_role(caller: Caller, channel: Mapping[str, Any], role: str) -> bo
         raise CommandError("You are not a member of this channel, so you cannot change its subscriptions.")
     if role == ROLE_USERS:
         return True
-    if role == ROLE_CHANNEL_ADMIN and ROLE_CHANNEL_ADMIN in _roles(member):
-        return True
-    team_id = str(channel.get("team_id") or caller.team_id)
-    return bool(team_id) and ROLE_TEAM_ADMIN in _roles(await mm.get_team_member(team_id, caller.user_id))
+    return await has_admin_role(caller, channel, member, role)
 
 
 async def require_subscription_editor(caller: Caller, channel_id: str, instance: Instance) -> JiraSession:
