@@ -883,7 +883,7 @@ def print_report(
         )
         print(
             f"{r.subscriptions:,} subscriptions: stored in {r.store_s:.1f} s, {extra}; "
-            f"{r.ignored} of the 200 answers were 'ignored' (nothing to post)"
+            f"{r.ignored} of the HTTP 200 answers said 'ignored' (nothing to post)"
         )
         for note in r.notes:
             print(f"  note: {note}")
