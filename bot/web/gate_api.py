@@ -14,7 +14,6 @@ another body); an unexpected failure is a 503 the pipeline retries, never a trac
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
@@ -27,6 +26,7 @@ from aiohttp import web
 from bot.gate.config import ChangeGateSettings, PipelineToken
 from bot.gate.model import Decision, Gate, GateRequest
 from bot.gate.service import GateNotFound, GateService, IdempotencyConflict, InvalidGateRequest, body_hash
+from bot.web.responses import json_response
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,7 @@ class _Problem(Exception):
 
 
 def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=json.dumps(data).encode(),
-        status=status,
-        headers={"Content-Type": "application/json", "Cache-Control": "no-store", **(headers or {})},
-    )
+    return json_response(data, status=status, headers={"Cache-Control": "no-store", **(headers or {})})
 
 
 def _iso(value: datetime | None) -> str | None:

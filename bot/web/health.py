@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from bot.metrics import Metrics
+from bot.web.responses import json_response
 
 
 def _json(status: int, body: dict[str, object]) -> web.Response:
-    return web.Response(
-        status=status, body=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
+    return json_response(body, status=status)
 
 
 class HealthHandler:

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from bot.jira.instances import decode_instance_id
 from bot.pipeline.intake import Intake, IntakeResult, Outcome, Route, WebhookRequest
+from bot.web.responses import json_response
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +46,7 @@ def signature_matches(header: str | None, body: bytes, key: bytes) -> bool:
 
 
 def _json(status: int, body: dict[str, object], headers: dict[str, str] | None = None) -> web.Response:
-    h = {"Content-Type": "application/json"}
-    if headers:
-        h.update(headers)
-    return web.Response(status=status, body=json.dumps(body).encode(), headers=h)
+    return json_response(body, status=status, headers=headers)
 
 
 _STATUS = {

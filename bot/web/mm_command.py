@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -22,6 +21,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from bot.mattermost.payloads import CommandResponse, SlashCommandRequest
+from bot.web.responses import json_response
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +53,7 @@ def _default_http() -> aiohttp.ClientSession:
 
 
 def command_json(data: CommandResponse, status: int = 200) -> web.Response:
-    # Exactly "application/json": Mattermost reads any other content type as plain text.
-    return web.Response(
-        status=status, body=data.to_json_bytes(), headers={"Content-Type": "application/json"}
-    )
+    return json_response(data.to_json_bytes(), status=status)
 
 
 class SlashCommandHandler:
@@ -88,8 +85,7 @@ class SlashCommandHandler:
 
     async def autocomplete(self, _request: web.Request) -> web.Response:
         assert self._autocomplete is not None
-        body = json.dumps(self._autocomplete()).encode()
-        return web.Response(body=body, headers={"Content-Type": "application/json"})
+        return json_response(self._autocomplete())
 
     @property
     def pending(self) -> int:

@@ -37,6 +37,7 @@ from bot.security.signing import (
     NonceRecorder,
     ReplayedContext,
 )
+from bot.web.responses import json_response
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +62,11 @@ def _utc_now() -> datetime:
 
 
 def _json(body: bytes, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=body, headers={"Content-Type": "application/json"})
+    return json_response(body, status=status)
 
 
 def _plain_json(data: dict[str, Any], status: int = 200) -> web.Response:
-    return _json(json.dumps(data).encode(), status)
+    return json_response(data, status=status)
 
 
 async def _read_object(request: web.Request) -> dict[str, Any] | None:
