@@ -42,6 +42,10 @@ class ServerSettings(_Section):
     public_url: str = "http://localhost:8080"
     max_body_bytes: int = Field(1_048_576, ge=1024)
     trust_forwarded_headers: bool = False
+    # A client that has not sent its whole request head (or body) by then is disconnected, so
+    # slow senders cannot hold connections open.
+    header_read_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    body_read_timeout_seconds: float = Field(30.0, gt=0, le=600)
 
     @field_validator("public_url")
     @classmethod
@@ -70,6 +74,8 @@ class MattermostSettings(_Section):
     # Tokens of the /jira custom slash command (Mattermost shows one per command); a request
     # carrying none of them is refused.
     command_tokens: tuple[SecretStr, ...] = ()
+    # Hosts (besides mattermost.url's own) a slash command's response_url may point at.
+    response_url_allowed_hosts: tuple[str, ...] = ()
 
     @field_validator("url")
     @classmethod
@@ -249,6 +255,10 @@ class SecuritySettings(_Section):
         if len(raw) != 32:
             raise ValueError(f"must decode to 32 bytes, got {len(raw)}")
         return v
+
+    # Jira instance URLs that resolve to loopback, link-local, private or multicast addresses
+    # are refused unless this is set (on-premises Jira on a private network needs it).
+    allow_private_instance_urls: bool = False
 
 
 class LoggingSettings(_Section):
