@@ -182,6 +182,8 @@ class DeliverySettings(_Section):
     max_backlog: int = Field(20_000, ge=1)
     lease_seconds: float = Field(25.0, ge=5)
     poll_interval_seconds: float = Field(1.0, gt=0, le=60)
+    # Time budget for processing one stored webhook; a timeout counts as a failed attempt.
+    processing_timeout_seconds: float = Field(20.0, gt=0, le=600)
 
 
 class SubscriptionFieldFilterSettings(_Section):
