@@ -1,1 +1,1 @@
-"""Benchmarks that print figures; run them as modules (`python -m bench.bench_pipeline`)."""
+"""Benchmarks that print figures; run them as modules (`python -m bench.pipeline`)."""

@@ -1,0 +1,1 @@
+"""Webhook pipeline benchmark (`python -m bench.pipeline`): workloads, load, processes, report."""
