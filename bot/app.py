@@ -58,6 +58,7 @@ from bot.pipeline.processor import EventProcessor
 from bot.pipeline.subscriptions import SubscriptionCache
 from bot.security.signing import ContextSigner, derive_key
 from bot.store.db import Database, make_engine
+from bot.store.nonces import StoreNonces
 from bot.web.gate_api import GateApi
 from bot.web.health import HealthHandler
 from bot.web.jira_webhook import JiraWebhookHandler
@@ -354,6 +355,8 @@ def create_app(
         lease_seconds=settings.delivery.lease_seconds,
         on_planned=wake_delivery,
         busy=intake.busy,
+        max_attempts=settings.delivery.max_attempts,
+        processing_timeout=settings.delivery.processing_timeout_seconds,
     )
     delivery = DeliveryWorker(
         deliveries=db.deliveries,
@@ -415,10 +418,9 @@ def create_app(
             autocomplete=COMMANDS.autocomplete,
         )
 
-        async def remember_nonce(nonce: str, expires_at: datetime) -> bool:
-            return await db.kv.add(f"nonce:{nonce}", True, expires_at=expires_at, now=clock())
-
-        interactive = InteractiveHandler(commands, commands.deps.signer, remember=remember_nonce, clock=clock)
+        interactive = InteractiveHandler(
+            commands, commands.deps.signer, remember=StoreNonces(db.kv, clock), clock=clock
+        )
         oauth = OAuthHandler(commands.deps.accounts, clock=clock)
         app.add_routes(slash.routes() + interactive.routes() + oauth.routes())
         services.commands = commands

@@ -19,7 +19,7 @@ import json
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 EXPIRES = "_exp"
 NONCE = "_nonce"
@@ -52,6 +52,16 @@ class ReplayedContext(ForgedContext):
 # Records a nonce until `expires_at`; True when it was not known before (the first use wins).
 # The store's `kv.add(key, value, expires_at=..., now=...)` has exactly this meaning.
 NonceRecorder = Callable[[str, datetime], Awaitable[bool]]
+
+
+class NonceClaims(Protocol):
+    """A NonceRecorder that can also give a nonce back, so that a dialog answered with an error
+    (left open for a correction) can be submitted again. `bot.store.nonces.StoreNonces` is the
+    one replicas share; `MemoryNonces` serves a single process and tests."""
+
+    async def __call__(self, nonce: str, expires_at: datetime) -> bool: ...
+
+    async def release(self, nonce: str) -> None: ...
 
 
 def derive_key(master: bytes, purpose: str) -> bytes:
@@ -213,10 +223,31 @@ class ContextSigner:
         return self.verify(self._parse_state(state), now, user_id=user_id)
 
     async def loads_once(
-        self, state: str | None, now: datetime, remember: NonceRecorder, *, user_id: str | None = None
+        self,
+        state: str | None,
+        now: datetime,
+        remember: NonceRecorder,
+        *,
+        user_id: str | None = None,
+        require_once: bool = False,
     ) -> dict[str, Any]:
-        """`loads` with the single-use check of `verify_once`."""
-        return await self.verify_once(self._parse_state(state), now, remember, user_id=user_id)
+        """`loads` with the single-use check of `verify_once`.
+
+        With `require_once`, a state not signed with `once=True` is refused too, as expired: it
+        can only come from a form opened before every form became single-use.
+        """
+        parsed = self._parse_state(state)
+        if require_once and parsed.get(ONCE) is not True:
+            self.verify(parsed, now, user_id=user_id)  # a forgery is still told apart
+            raise ExpiredContext("state is not single-use")
+        return await self.verify_once(parsed, now, remember, user_id=user_id)
+
+    async def release_once(self, state: str | None, claims: NonceClaims) -> None:
+        """Give back the nonce of a single-use state that `loads_once` accepted, so that the
+        same state may be used once more. Only for a state this process has just verified."""
+        parsed = self._parse_state(state)
+        if parsed.get(ONCE) is True and isinstance(parsed.get(NONCE), str):
+            await claims.release(parsed[NONCE])
 
     @staticmethod
     def _parse_state(state: str | None) -> dict[str, Any]:
@@ -250,3 +281,6 @@ class MemoryNonces:
             return False
         self._seen[nonce] = expires_at
         return True
+
+    async def release(self, nonce: str) -> None:
+        self._seen.pop(nonce, None)

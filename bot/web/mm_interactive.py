@@ -9,6 +9,10 @@ the user binding and, for single-use contexts, the nonce are checked.
 Refusals: a forged or foreign context gets 403. An expired or already used one comes from a
 genuine but stale button or dialog, so it gets 200 with a message saying what to do: Mattermost
 shows the text of a 200 answer to the user and replaces any other status with a generic error.
+
+Every dialog state is single-use: its nonce is claimed in the shared store before the service
+acts, so a form sent twice (replayed, double-clicked, or racing on two replicas) acts once, and
+the repeat is answered "already submitted". See `dialog` for when a claim is given back.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from bot.security.signing import (
     ExpiredContext,
     ForgedContext,
     MemoryNonces,
-    NonceRecorder,
+    NonceClaims,
     ReplayedContext,
 )
 from bot.web.responses import json_response
@@ -46,6 +50,10 @@ EXPIRED_ACTION_TEXT = "These buttons have expired. Run the command again to get 
 REPLAYED_ACTION_TEXT = "This choice has already been made."
 EXPIRED_DIALOG_TEXT = "This form has expired. Close it and run the command again."
 REPLAYED_DIALOG_TEXT = "This form has already been submitted."
+FAILED_DIALOG_TEXT = (
+    "Sorry, something went wrong, and this form may have been acted on. "
+    "Check before you run the command again for a fresh form."
+)
 FAILED_TEXT = "Sorry, something went wrong. Please try again later."
 
 
@@ -83,16 +91,16 @@ class InteractiveHandler:
         service: InteractiveService,
         signer: ContextSigner,
         *,
-        remember: NonceRecorder | None = None,
+        remember: NonceClaims | None = None,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
-        """`remember(nonce, expires_at) -> bool` records single-use nonces (True on first use);
-        several replicas must share it (the store's kv.add). Without it, an in-process memory
-        is used."""
+        """`remember(nonce, expires_at) -> bool` claims single-use nonces (True on first use) and
+        `remember.release(nonce)` gives one back; several replicas must share it
+        (`bot.store.nonces.StoreNonces`). Without it, an in-process memory is used."""
         self._service = service
         self._signer = signer
         self._clock = clock
-        self._remember: NonceRecorder = remember if remember is not None else MemoryNonces(clock)
+        self._remember: NonceClaims = remember if remember is not None else MemoryNonces(clock)
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -147,7 +155,11 @@ class InteractiveHandler:
 
         try:
             context = await self._signer.loads_once(
-                submission.state, self._clock(), self._remember, user_id=submission.user_id
+                submission.state,
+                self._clock(),
+                self._remember,
+                user_id=submission.user_id,
+                require_once=True,
             )
         except ExpiredContext:
             return _json(DialogResponse(error=EXPIRED_DIALOG_TEXT).to_json_bytes())
@@ -157,12 +169,25 @@ class InteractiveHandler:
             log.warning("dialog submission by user %s refused: %s", submission.user_id, exc.reason)
             return _json(DialogResponse(error=FORGED_TEXT).to_json_bytes(), 403)
 
+        # The claim is made before the service acts (above), so of two racing submissions only
+        # one reaches Jira. It is given back only when the service answers with an error: the
+        # handlers answer so only when they changed nothing (a field to correct, Jira refusing),
+        # and Mattermost then keeps the form open for the user to correct and send again. An
+        # answer that closes the form keeps the claim, and so does an unexpected failure, after
+        # which what was done is unknown: the user opens a fresh form rather than risk acting
+        # twice (e.g. creating a second issue).
         verified = submission.model_copy(update={"context": context})
         try:
             response = await self._service.handle_dialog(verified)
         except Exception:
             log.exception("dialog %r by user %s failed", submission.callback_id, submission.user_id)
-            response = DialogResponse(error=FAILED_TEXT)
+            response = DialogResponse(error=FAILED_DIALOG_TEXT)
+        else:
+            if response is not None and (response.errors or response.error) and not submission.cancelled:
+                try:
+                    await self._signer.release_once(submission.state, self._remember)
+                except Exception:  # the form then says "already submitted": a fresh one works
+                    log.exception("could not release the form of user %s", submission.user_id)
         if response is None or submission.cancelled:
             # Mattermost ignores the answer to a cancellation; an empty one closes a dialog.
             return _json(b"{}")

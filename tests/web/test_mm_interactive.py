@@ -5,6 +5,7 @@ Also the client's user, role, dialog and direct-message calls."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,12 +32,16 @@ from bot.mattermost.payloads import (
     attachments_props,
 )
 from bot.security.signing import ContextSigner, MemoryNonces, derive_key
+from bot.store.db import Database
+from bot.store.nonces import StoreNonces
 from bot.web.mm_interactive import (
     EXPIRED_ACTION_TEXT,
     EXPIRED_DIALOG_TEXT,
+    FAILED_DIALOG_TEXT,
     FAILED_TEXT,
     FORGED_TEXT,
     REPLAYED_ACTION_TEXT,
+    REPLAYED_DIALOG_TEXT,
     InteractiveHandler,
 )
 from tests.fakes import FakeMattermost
@@ -63,6 +68,8 @@ class Service:
             update=PostUpdate(message="PROJ-1 assigned to you", props={})
         )
         self.dialog_answer: DialogResponse | Exception | None = None
+        # When set, submissions wait for it: two of them are then in the service at once.
+        self.dialog_gate: asyncio.Event | None = None
 
     async def handle_action(self, request: ActionRequest) -> ActionResponse:
         self.actions.append(request)
@@ -72,6 +79,8 @@ class Service:
 
     async def handle_dialog(self, submission: DialogSubmission) -> DialogResponse | None:
         self.dialogs.append(submission)
+        if self.dialog_gate is not None:
+            await self.dialog_gate.wait()
         if isinstance(self.dialog_answer, Exception):
             raise self.dialog_answer
         return self.dialog_answer
@@ -291,6 +300,7 @@ async def open_create_dialog(world: World, **sign: Any) -> dict[str, Any]:
         {"action": "create", "project": "PROJ"},
         ttl_seconds=sign.pop("ttl_seconds", 900),
         now=world.clock(),
+        once=sign.pop("once", True),
         **sign,
     )
     trigger_id = world.fake.issue_trigger_id(world.alice)
@@ -356,7 +366,87 @@ async def test_a_failing_dialog_handler_gets_a_general_error(world: World, servi
     opened = await open_create_dialog(world)
     service.dialog_answer = ValueError("boom")
     url, body = world.fake.dialog_submission(opened, {"summary": "x"})
-    assert (await world.send(url, body))[::2] == (200, {"error": FAILED_TEXT})
+    assert (await world.send(url, body))[::2] == (200, {"error": FAILED_DIALOG_TEXT})
+    # What the failed handler did is unknown, so the form is not acted on again.
+    service.dialog_answer = None
+    assert (await world.send(url, body))[::2] == (200, {"error": REPLAYED_DIALOG_TEXT})
+    assert len(service.dialogs) == 1
+
+
+# -- single use -----------------------------------------------------------------------------------
+
+
+async def test_a_dialog_sent_again_after_it_acted_is_refused(world: World, service: Service) -> None:
+    opened = await open_create_dialog(world, user_id=world.alice)
+    url, body = world.fake.dialog_submission(opened, {"summary": "Login fails", "issuetype": "10001"})
+    assert (await world.send(url, body))[::2] == (200, {})
+    for _ in range(3):
+        assert (await world.send(url, body))[::2] == (200, {"error": REPLAYED_DIALOG_TEXT})
+    assert len(service.dialogs) == 1
+
+
+async def test_an_error_answer_gives_the_form_back_for_a_correction(world: World, service: Service) -> None:
+    opened = await open_create_dialog(world, user_id=world.alice)
+    service.dialog_answer = DialogResponse(error="Jira refused the issue: no such priority.")
+    url, body = world.fake.dialog_submission(opened, {"summary": "Login fails"})
+    assert (await world.send(url, body))[::2] == (200, {"error": "Jira refused the issue: no such priority."})
+    service.dialog_answer = None
+    assert (await world.send(url, body))[::2] == (200, {})
+    # Once it acted, the form is used up.
+    assert (await world.send(url, body))[::2] == (200, {"error": REPLAYED_DIALOG_TEXT})
+    assert len(service.dialogs) == 2
+
+
+async def test_a_dialog_state_that_is_not_single_use_is_refused(world: World, service: Service) -> None:
+    opened = await open_create_dialog(world, user_id=world.alice, once=False)
+    url, body = world.fake.dialog_submission(opened, {"summary": "x"})
+    assert (await world.send(url, body))[::2] == (200, {"error": EXPIRED_DIALOG_TEXT})
+    # Tampering is still told apart from age.
+    tampered = dict(body, state=body["state"].replace("PROJ", "HR"))
+    assert (await world.send(url, tampered))[::2] == (403, {"error": FORGED_TEXT})
+    assert service.dialogs == []
+
+
+async def test_two_racing_submissions_of_one_form_act_once(world: World, service: Service) -> None:
+    opened = await open_create_dialog(world, user_id=world.alice)
+    url, body = world.fake.dialog_submission(opened, {"summary": "Login fails"})
+    service.dialog_gate = asyncio.Event()
+    first = asyncio.ensure_future(world.send(url, body))
+    second = asyncio.ensure_future(world.send(url, body))
+    # One of them is held in the service; the other is refused without reaching it.
+    done, _ = await asyncio.wait([first, second], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    assert [t.result()[::2] for t in done] == [(200, {"error": REPLAYED_DIALOG_TEXT})]
+    service.dialog_gate.set()
+    answers = sorted([(await first)[2], (await second)[2]], key=len)
+    assert answers == [{}, {"error": REPLAYED_DIALOG_TEXT}]
+    assert len(service.dialogs) == 1
+
+
+async def test_replicas_sharing_the_store_agree_on_one_submission(
+    aiohttp_client: Callable[..., Awaitable[TestClient]], world: World, tmp_path: Any
+) -> None:
+    """Two bots (replicas) over one database: the same form sent to both acts on one only."""
+    db = await Database.open(f"sqlite:///{tmp_path / 'shared.db'}")
+    services = [Service(), Service()]
+    replicas = []
+    for service in services:
+        handler = InteractiveHandler(
+            service, world.signer, remember=StoreNonces(db.kv, world.clock), clock=world.clock
+        )
+        app = web.Application()
+        app.add_routes(handler.routes())
+        replicas.append(await aiohttp_client(app))
+    try:
+        opened = await open_create_dialog(world, user_id=world.alice)
+        _, body = world.fake.dialog_submission(opened, {"summary": "Login fails"})
+        answers = await asyncio.gather(
+            *(replica.post("/mattermost/dialogs", json=body) for replica in replicas)
+        )
+        texts = sorted([await a.json() for a in answers], key=len)
+        assert texts == [{}, {"error": REPLAYED_DIALOG_TEXT}]
+        assert sum(len(s.dialogs) for s in services) == 1
+    finally:
+        await db.close()
 
 
 # -- MattermostClient additions against the fake --------------------------------------------------

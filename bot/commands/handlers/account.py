@@ -92,6 +92,7 @@ def token_dialog(ctx: CommandContext, inst: Instance) -> dict[str, object]:
         ttl_seconds=1800,
         now=ctx.now(),
         user_id=ctx.user_id,
+        once=True,
     )
     return Dialog(
         callback_id=TOKEN_DIALOG,

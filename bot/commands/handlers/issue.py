@@ -761,6 +761,7 @@ async def _offer_form(
         ttl_seconds=CREATE_FORM_TTL,
         now=ctx.now(),
         user_id=ctx.user_id,
+        once=True,  # one issue per form, however often it is sent (bot.web.mm_interactive)
     )
     form = Dialog(
         callback_id=CREATE_DIALOG,
@@ -996,6 +997,18 @@ async def create_submitted(ctx: DialogContext) -> DialogResponse | None:
     try:
         created = await session.create_issue(fields)
     except JiraError as e:
+        if e.kind == "timeout":
+            # The request may still reach Jira and create the issue. An error would keep the
+            # form open and give its single-use claim back (bot.web.mm_interactive), so sending
+            # it again could create a second issue: the form closes instead, keeping the claim.
+            summary = neutral(str(fields.get("summary", "")))
+            await ctx.deps.notify_user(
+                ctx.user_id,
+                f"Jira did not answer in time, so the issue **{summary}** may or may not have been "
+                f"created in `{project_key}`. Look there before you create it again: {inst.url}/browse/"
+                f"{project_key}",
+            )
+            return None
         if e.kind != "bad_request":
             raise
         field_errors, rest = _field_errors(e.detail, kinds)
@@ -1013,6 +1026,7 @@ async def create_submitted(ctx: DialogContext) -> DialogResponse | None:
             f"You can create it in Jira instead: {link}",
         )
 
+    # The issue exists: nothing below may answer with an error, which would reopen the form.
     await ctx.deps.accounts.set_last_project(ctx.user_id, project_key, now=ctx.now())
     summary = str(fields.get("summary", ""))
     link = issue_link(created.key, created.browse_url, summary)

@@ -8,15 +8,14 @@ Transition opens a form listing the transitions the clicker can make from the is
 status, loaded at click time: a menu fixed when the post was made would offer states that the
 issue has since left, or that the clicker's permissions and workflow do not allow, and the bot
 has no Jira account of its own to load them with. Comment opens a form too. Each form is bound
-to the clicker, expires after `FORM_TTL`, and acts at most once: a submission that succeeded is
-recorded, and the same form sent again is refused.
+to the clicker, expires after `FORM_TTL`, and acts at most once: its state is single-use, claimed
+in the store before Jira is called (bot.web.mm_interactive), so the same form sent again is
+refused; an answer with an error gives the claim back, so the user can correct and send again.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
-from datetime import timedelta
 
 from bot.commands.cards import code_text
 from bot.commands.context import ActionContext, DialogContext
@@ -52,7 +51,6 @@ log = logging.getLogger(__name__)
 TRANSITION_DIALOG = "post.transition"
 COMMENT_DIALOG = "post.comment"
 FORM_TTL = 3600
-ALREADY_SUBMITTED = "This form has already been submitted."
 
 
 async def _current_message(ctx: ActionContext | DialogContext, post_id: str) -> str | None:
@@ -91,14 +89,8 @@ async def _note_on_post(ctx: DialogContext, post_id: str, line: str) -> None:
 
 
 def _form_state(ctx: ActionContext, dialog_name: str, inst: Instance, key: str) -> str:
-    form = {
-        "dialog": dialog_name,
-        "instance": inst.url,
-        "issue": key,
-        "post": ctx.post_id,
-        "form": secrets.token_urlsafe(12),
-    }
-    return ctx.deps.signer.dumps(form, ttl_seconds=FORM_TTL, now=ctx.now(), user_id=ctx.user_id)
+    form = {"dialog": dialog_name, "instance": inst.url, "issue": key, "post": ctx.post_id}
+    return ctx.deps.signer.dumps(form, ttl_seconds=FORM_TTL, now=ctx.now(), user_id=ctx.user_id, once=True)
 
 
 async def _open(ctx: ActionContext, form: Dialog, fallback: str) -> ActionResponse:
@@ -110,22 +102,6 @@ async def _open(ctx: ActionContext, form: Dialog, fallback: str) -> ActionRespon
         # The click's trigger id expired while Jira answered: another click brings a fresh one.
         return ActionResponse.ephemeral(fallback)
     return ActionResponse()
-
-
-async def _claim(ctx: DialogContext) -> str | None:
-    """Record the form as used; None when it was used already. Claimed before acting, so two
-    submissions racing each other act once; `_release` gives it back when acting failed."""
-    form = str(ctx.state.get("form", ""))
-    if not form:
-        return None
-    now = ctx.now()
-    kv = ctx.deps.db.kv
-    key = f"post-form:{form}"
-    return key if await kv.add(key, True, expires_at=now + timedelta(seconds=FORM_TTL), now=now) else None
-
-
-async def _release(ctx: DialogContext, claim: str) -> None:
-    await ctx.deps.db.kv.delete(claim)
 
 
 # -- Assign to me --------------------------------------------------------------------------------
@@ -184,23 +160,16 @@ async def transition_submitted(ctx: DialogContext) -> DialogResponse | None:
     wanted = str(ctx.submission.get("transition") or "")
     if not wanted:
         return DialogResponse(errors={"transition": "Choose a state."})
-    claim = await _claim(ctx)
-    if claim is None:
-        return DialogResponse(error=ALREADY_SUBMITTED)
-    try:
-        session = await ctx.jira(inst)
-        transitions = await session.transitions(key)
-        chosen = next((t for t in transitions if t.id == wanted), None)
-        if chosen is None:
-            await _release(ctx, claim)
-            states = ", ".join(dict.fromkeys(t.to_status for t in transitions if t.to_status)) or "none"
-            return DialogResponse(
-                errors={"transition": f"Not available any more; you can move {key} to: {neutral(states)}."}
-            )
-        await session.transition(key, chosen.id)
-    except BaseException:
-        await _release(ctx, claim)
-        raise
+    session = await ctx.jira(inst)
+    transitions = await session.transitions(key)
+    chosen = next((t for t in transitions if t.id == wanted), None)
+    if chosen is None:
+        states = ", ".join(dict.fromkeys(t.to_status for t in transitions if t.to_status)) or "none"
+        return DialogResponse(
+            errors={"transition": f"Not available any more; you can move {key} to: {neutral(states)}."}
+        )
+    await session.transition(key, chosen.id)
+    # Done in Jira: nothing below may answer with an error, which would reopen the form.
     target = code_text(neutral(chosen.to_status or chosen.name))
     await _note_on_post(ctx, str(ctx.state.get("post", "")), f"{await _who(ctx)} moved {key} to {target}")
     return None
@@ -235,15 +204,9 @@ async def comment_submitted(ctx: DialogContext) -> DialogResponse | None:
     text = str(ctx.submission.get("comment") or "").strip()
     if not text:
         return DialogResponse(errors={"comment": "Write a comment first."})
-    claim = await _claim(ctx)
-    if claim is None:
-        return DialogResponse(error=ALREADY_SUBMITTED)
-    try:
-        session = await ctx.jira(inst)
-        await session.add_comment(key, text)
-    except BaseException:
-        await _release(ctx, claim)
-        raise
+    session = await ctx.jira(inst)
+    await session.add_comment(key, text)
+    # Done in Jira: nothing below may answer with an error, which would reopen the form.
     await _note_on_post(ctx, str(ctx.state.get("post", "")), f"{await _who(ctx)} commented on {key}")
     return None
 

@@ -447,6 +447,7 @@ def subscription_dialog(caller: Caller, inst: Instance, sub: Subscription | None
         ttl_seconds=DIALOG_TTL_SECONDS,
         now=caller.now(),
         user_id=caller.user_id,
+        once=True,
     )
     f = sub.filters if sub else SubscriptionFilters(events=frozenset({EVENT_CREATED}))
     intro = (
