@@ -2,6 +2,10 @@
 
 The per-item work (`plan_deliveries`) does no I/O; the worker loop claims inbox rows, plans
 and commits the deliveries in the same transaction that marks the row done.
+
+No webhook can hold the pipeline: each claim counts an attempt (so a process killed or frozen
+on a row has used one), processing one row has a time budget, and a row that has used
+`max_attempts` is closed as failed with the reason, to be listed by `jira-chatops dead-letters`.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from bot.config import ChannelPostSettings
@@ -37,8 +41,6 @@ log = logging.getLogger(__name__)
 PostDecorator = Callable[[Mapping[str, Any], str, IssueEvent], dict[str, Any]]
 
 CHANNEL_POST = "channel_post"
-# Claims of a webhook whose processing keeps failing before it is closed as failed.
-MAX_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +124,11 @@ def plan_deliveries(
     return Plan("routed" if deliveries else "unrouted", tuple(deliveries), event)
 
 
+def _failed(reason: str) -> str:
+    reason = reason if reason.startswith("failed: ") else f"failed: {reason}"
+    return reason[:500]
+
+
 def _status(plan: Plan) -> str:
     if plan.outcome.startswith("failed"):
         return "failed"
@@ -143,6 +150,8 @@ class EventProcessor:
         on_planned: Callable[[], None] = lambda: None,
         batch_size: int = 64,
         busy: Callable[[], bool] = lambda: False,
+        max_attempts: int = 12,
+        processing_timeout: float = 20.0,
     ) -> None:
         self._inbox = inbox
         self._subs = subscriptions
@@ -155,6 +164,8 @@ class EventProcessor:
         self._on_planned = on_planned
         self._batch = batch_size
         self._busy = busy
+        self._max_attempts = max_attempts
+        self._timeout = processing_timeout
         # Set by the composition root when slash commands are available: buttons on channel
         # posts, and personal direct messages.
         self.decorate_post: PostDecorator | None = None
@@ -162,6 +173,7 @@ class EventProcessor:
         # (instance id, Jira user ids) -> {Jira user id: Mattermost username} of connected users.
         self.mention_resolver: Callable[[str, list[str]], Awaitable[dict[str, str]]] | None = None
         self._ignored = metrics.webhooks.labels("ignored")
+        self._failed_count = metrics.webhooks.labels("failed")
 
     async def run_once(self) -> int:
         """Process one batch of stored webhooks; returns how many were claimed.
@@ -177,16 +189,49 @@ class EventProcessor:
             return 0
         index = await self._subs.index()
         closing: list[tuple[InboxItem, Plan]] = []
-        for item in items:
+        for n, item in enumerate(items):
+            if n:
+                # Let the intake and health checks in between items: rendering is CPU work.
+                await asyncio.sleep(0)
+            if item.attempts > self._max_attempts:
+                # Every attempt so far ended without closing the row: the process died, froze or
+                # lost its lease on it. Trying once more could do the same again.
+                reason = f"not finished in {self._max_attempts} attempts; " + (
+                    f"last error: {item.outcome.removeprefix('failed: ')}"
+                    if item.outcome
+                    else "the process stopped or lost its lease while processing it"
+                )
+                log.error("inbox item %d kept as failed: %s", item.id, reason)
+                closing.append((item, Plan(_failed(reason), ())))
+                continue
             try:
-                closing.append((item, await self._plan(item, index)))
+                async with asyncio.timeout(self._timeout):
+                    closing.append((item, await self._plan(item, index)))
             except Exception as e:  # one webhook must not hold back the rest of the batch
-                if item.attempts < MAX_ATTEMPTS:
-                    # Left leased: claimed again once the lease runs out (a database hiccup passes).
-                    log.exception("inbox item %d could not be processed; will retry", item.id)
+                reason = (
+                    f"processing took longer than {self._timeout:g} s"
+                    if isinstance(e, TimeoutError)
+                    else f"{type(e).__name__}: {e}"
+                )
+                if item.attempts < self._max_attempts:
+                    log.warning(
+                        "inbox item %d could not be processed (attempt %d of %d); will retry: %s",
+                        item.id,
+                        item.attempts,
+                        self._max_attempts,
+                        reason,
+                        exc_info=not isinstance(e, TimeoutError),
+                    )
+                    await self._retry_later(item, reason)
                     continue
-                log.exception("inbox item %d failed %d times; giving up", item.id, item.attempts)
-                closing.append((item, Plan(f"failed: {e}"[:200], ())))
+                log.error(
+                    "inbox item %d failed %d times; kept as failed: %s",
+                    item.id,
+                    item.attempts,
+                    reason,
+                    exc_info=not isinstance(e, TimeoutError),
+                )
+                closing.append((item, Plan(_failed(reason), ())))
         completed = await self._inbox.complete_many(
             [
                 InboxCompletion(
@@ -206,6 +251,7 @@ class EventProcessor:
                 log.warning("inbox item %d: lease lost before it was closed; another worker has it", item.id)
                 continue
             if plan.outcome.startswith("failed"):
+                self._failed_count.inc()
                 continue
             if plan.event is None:
                 # Stored by the intake, found unpostable by the full parse: counted as the intake
@@ -225,6 +271,19 @@ class EventProcessor:
         if planned:
             self._on_planned()
         return len(items)
+
+    async def _retry_later(self, item: InboxItem, reason: str) -> None:
+        """Give the row back with the reason, claimable again once a lease would have run out
+        (a database hiccup passes meanwhile)."""
+        now = self._clock()
+        retry_at = now + timedelta(seconds=self._lease)
+        try:
+            await self._inbox.release(
+                item.id, owner=self._owner, error=_failed(reason), now=now, retry_at=retry_at
+            )
+        except Exception:
+            # Still leased, so claimed again when the lease runs out; only the reason is lost.
+            log.warning("inbox item %d: could not record the failure", item.id, exc_info=True)
 
     async def _plan(self, item: InboxItem, index: SubscriptionIndex) -> Plan:
         event = decode(item)

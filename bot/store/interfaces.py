@@ -189,6 +189,17 @@ class InboxRepository(Protocol):
 
     async def get(self, item_id: int) -> InboxItem | None: ...
 
+    async def list_failed(self, limit: int = 100) -> list[InboxItem]:
+        """Rows closed as failed (their `outcome` says why), oldest first."""
+        ...
+
+    async def replay_failed(self, ids: Sequence[int] | None, now: datetime) -> int:
+        """Put failed rows (all when `ids` is None) back to pending, claimable now, attempts reset.
+
+        The last error stays in `outcome` until the row is closed again.
+        """
+        ...
+
     async def counts(self) -> dict[str, int]: ...
 
     async def next_due_at(self) -> datetime | None:

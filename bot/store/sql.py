@@ -559,6 +559,35 @@ class SqlInboxRepository:
             row = (await conn.execute(sa.select(webhook_inbox).where(webhook_inbox.c.id == item_id))).first()
         return _inbox_item(row) if row is not None else None
 
+    async def list_failed(self, limit: int = 100) -> list[InboxItem]:
+        t = webhook_inbox
+        stmt = sa.select(t).where(t.c.status == InboxStatus.FAILED.value).order_by(t.c.id).limit(limit)
+        async with self._db.read() as conn:
+            return [_inbox_item(r) for r in (await conn.execute(stmt)).all()]
+
+    async def replay_failed(self, ids: Sequence[int] | None, now: datetime) -> int:
+        t = webhook_inbox
+        where = [t.c.status == InboxStatus.FAILED.value]
+        if ids is not None:
+            if not ids:
+                return 0
+            where.append(t.c.id.in_(list(ids)))
+        stmt = (
+            sa.update(t)
+            .where(*where)
+            .values(
+                status=InboxStatus.PENDING.value,
+                attempts=0,
+                available_at=now,
+                processed_at=None,
+                lease_owner=None,
+                lease_until=None,
+            )
+            .returning(t.c.id)
+        )
+        async with self._db.write() as conn:
+            return len((await conn.execute(stmt)).all())
+
     async def counts(self) -> dict[str, int]:
         t = webhook_inbox
         async with self._db.read() as conn:

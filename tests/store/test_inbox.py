@@ -300,3 +300,49 @@ async def test_complete_many_closes_the_items_still_leased_and_inserts_their_del
 async def test_complete_many_refuses_a_non_final_status(db: Database) -> None:
     with pytest.raises(ValueError, match="pending"):
         await db.inbox.complete_many([InboxCompletion(1, outcome="", status="pending")], owner="a", now=T0)
+
+
+async def test_a_claim_counts_an_attempt_even_if_the_claimer_never_comes_back(db: Database) -> None:
+    item_id = await _enqueue(db, "k")
+    # Each claimer dies holding the lease (kill -9, a frozen process): its claim still counted.
+    for n in range(3):
+        [claimed] = await db.inbox.claim(limit=1, owner=f"w{n}", now=at(30 * n), lease_seconds=30)
+        assert claimed.attempts == n + 1
+    item = await db.inbox.get(item_id)
+    assert item is not None and (item.status, item.attempts) == ("pending", 3)
+
+
+async def test_failed_items_are_listed_and_replayed_with_fresh_attempts(db: Database) -> None:
+    failed_a, failed_b, done_id, pending_id = [await _enqueue(db, k) for k in "abcd"]
+    await db.inbox.claim(limit=3, owner="w", now=at(1), lease_seconds=30)
+    await db.inbox.complete_many(
+        [
+            InboxCompletion(failed_a, outcome="failed: ValueError: bad", status="failed"),
+            InboxCompletion(failed_b, outcome="failed: took too long", status="failed"),
+            InboxCompletion(done_id, outcome="routed", status="done"),
+        ],
+        owner="w",
+        now=at(2),
+    )
+    listed = await db.inbox.list_failed()
+    assert [(i.id, i.outcome, i.attempts) for i in listed] == [
+        (failed_a, "failed: ValueError: bad", 1),
+        (failed_b, "failed: took too long", 1),
+    ]
+    assert [i.id for i in await db.inbox.list_failed(limit=1)] == [failed_a]
+
+    assert await db.inbox.replay_failed([], at(3)) == 0
+    assert await db.inbox.replay_failed([failed_b, done_id, pending_id], at(3)) == 1
+    assert [i.id for i in await db.inbox.list_failed()] == [failed_a]
+    replayed = await db.inbox.get(failed_b)
+    assert replayed is not None
+    assert (replayed.status, replayed.attempts, replayed.processed_at) == ("pending", 0, None)
+    # Claimable from the replay time on, like a new webhook.
+    early = await db.inbox.claim(limit=5, owner="x", now=at(2), lease_seconds=30)
+    assert [i.id for i in early] == [pending_id]
+    [claimed] = await db.inbox.claim(limit=5, owner="x", now=at(3), lease_seconds=30)
+    assert (claimed.id, claimed.attempts) == (failed_b, 1)
+
+    assert await db.inbox.replay_failed(None, at(4)) == 1
+    assert await db.inbox.list_failed() == []
+    assert await db.inbox.counts() == {"pending": 3, "done": 1, "ignored": 0, "failed": 0}

@@ -14,7 +14,7 @@ from bot.config import ChannelPostSettings
 from bot.jira.events import IssueEvent
 from bot.metrics import Metrics
 from bot.pipeline.issue_memory import IssueMemory
-from bot.pipeline.processor import MAX_ATTEMPTS, EventProcessor
+from bot.pipeline.processor import EventProcessor
 from bot.pipeline.subscriptions import SubscriptionCache
 from bot.routing.model import Subscription, SubscriptionFilters
 from bot.store.db import Database
@@ -23,6 +23,7 @@ from bot.store.interfaces import NewInboxRow
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = json.loads((ROOT / "examples" / "issue-created.json").read_bytes())
 JIRA = "https://acme.atlassian.net"
+MAX_ATTEMPTS = 5
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
 
 
@@ -72,6 +73,7 @@ async def test_a_failing_webhook_is_retried_then_failed_while_the_batch_goes_on(
         clock=lambda: now[0],
         owner="me",
         lease_seconds=10,
+        max_attempts=MAX_ATTEMPTS,
     )
     rows = [NewInboxRow(f"d{n}", "firehose", JIRA, {}, issue(f"WEB-{n}")) for n in (1, 2, 3)]
     rows.append(NewInboxRow("d4", "firehose", JIRA, {}, b'{"webhookEvent": "jira:issue_updated"}'))
