@@ -124,3 +124,18 @@ async def test_autocomplete_comes_from_the_command_registry(harness: Harness) ->
     assert tree["Trigger"] == "jira"
     triggers = {sub["Trigger"] for sub in tree["SubCommands"]}
     assert {"connect", "view", "transition", "subscribe", "help"} <= triggers
+
+
+async def test_the_token_form_sent_again_is_refused_and_connects_once(harness: Harness) -> None:
+    jira_bob = harness.server.add_user("Bob Builder", name="bob", email="bob@example.com")
+    harness.server.add_token("good-token", jira_bob)
+    await harness.command("bob", "connect dc")
+    status, body = await harness.submit("bob", {"token": "wrong"})
+    assert "refused these credentials" in body["errors"]["token"]  # corrected below, same form
+    assert await harness.submit("bob", {"token": "good-token"}) == (200, {})
+    checks = len(harness.server.requests_to("/rest/api/2/myself"))
+
+    status, body = await harness.submit("bob", {"token": "good-token"})
+    assert (status, body) == (200, {"error": "This form has already been submitted."})
+    assert len(harness.server.requests_to("/rest/api/2/myself")) == checks
+    assert len([p for p in harness.mm.posts if "now connected" in p["message"]]) == 1

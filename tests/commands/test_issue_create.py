@@ -3,6 +3,7 @@ Jira's field errors, the link to Jira for forms a dialog cannot show, the announ
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -284,3 +285,68 @@ async def test_the_form_cannot_be_submitted_by_someone_else_and_cancel_does_noth
     async with harness.http.post(url, json=body) as r:
         assert r.status == 200
     assert harness.cloud.issues == {} and harness.mm.posts == []
+
+
+# -- one issue per form ---------------------------------------------------------------------------
+
+ALREADY_SUBMITTED = {"error": "This form has already been submitted."}
+
+
+def creations(harness: Harness) -> int:
+    return len(harness.cloud.requests_to("/rest/api/2/issue", "POST"))
+
+
+async def test_the_same_form_sent_again_creates_no_second_issue(harness: Harness) -> None:
+    await cloud_alice(harness)
+    harness.cloud.add_project("PROJ", issue_types=("Task",))
+    await harness.command("alice", "create Once")
+    assert await harness.submit("alice", {"summary": "Once"}) == (200, {})
+    for _ in range(2):
+        assert await harness.submit("alice", {"summary": "Once"}) == (200, ALREADY_SUBMITTED)
+    assert list(harness.cloud.issues) == ["PROJ-1"] and creations(harness) == 1
+    assert len(harness.mm.posts_in(harness.channels["dev"])) == 1
+
+
+async def test_racing_submissions_of_one_form_create_one_issue(harness: Harness) -> None:
+    await cloud_alice(harness)
+    harness.cloud.add_project("PROJ", issue_types=("Task",))
+    await harness.command("alice", "create Raced")
+    answers = await asyncio.gather(*(harness.submit("alice", {"summary": "Raced"}) for _ in range(4)))
+    assert sorted(answers, key=lambda a: len(a[1])) == [(200, {})] + [(200, ALREADY_SUBMITTED)] * 3
+    assert list(harness.cloud.issues) == ["PROJ-1"] and creations(harness) == 1
+
+
+async def test_a_form_jira_refused_can_be_corrected_and_then_creates_once(harness: Harness) -> None:
+    await cloud_alice(harness)
+    harness.cloud.add_project("PROJ", issue_types=("Task",))
+    await harness.command("alice", "create Retry")
+    harness.cloud.fail_next(status=503, path="/rest/api/2/issue")
+    status, body = await harness.submit("alice", {"summary": "Retry"})
+    assert status == 200 and "not reachable right now" in body["error"]
+    assert harness.cloud.issues == {}
+
+    assert await harness.submit("alice", {"summary": "Retry"}) == (200, {})
+    assert await harness.submit("alice", {"summary": "Retry"}) == (200, ALREADY_SUBMITTED)
+    assert list(harness.cloud.issues) == ["PROJ-1"]
+
+
+async def test_a_create_jira_did_not_answer_in_time_closes_the_form(harness: Harness) -> None:
+    """Jira may still create the issue after the bot stopped waiting: the form must not invite
+    a second try, which could create a second issue."""
+    await cloud_alice(harness)
+    harness.cloud.add_project("PROJ", issue_types=("Task",))
+    await harness.command("alice", "create Slow")
+    gateway = harness.services.commands.deps.jira  # type: ignore[union-attr]
+    gateway.timeout = 0.2
+    harness.cloud.latency = 2.0
+
+    assert await harness.submit("alice", {"summary": "Slow"}) == (200, {})
+    assert await harness.submit("alice", {"summary": "Slow"}) == (200, ALREADY_SUBMITTED)
+    [told] = [p for p in harness.mm.posts if "did not answer in time" in p["message"]]
+    assert "**Slow** may or may not have been created in `PROJ`" in told["message"]
+    # Jira did create it in the end, once.
+    for _ in range(600):  # up to 30 s
+        if harness.cloud.issues:
+            break
+        await asyncio.sleep(0.05)
+    assert list(harness.cloud.issues) == ["PROJ-1"]

@@ -3,6 +3,7 @@ by anyone in the channel, each acting with their own Jira account."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -350,6 +351,22 @@ async def test_a_refused_comment_can_be_sent_again_once_possible(harness: Harnes
 
     status, answer = await harness.submit("alice", {"comment": "First try"})
     assert answer == {} and [c["body"] for c in harness.cloud.comments[key]] == ["First try"]
+
+
+async def test_racing_submissions_of_one_form_comment_and_move_once(harness: Harness) -> None:
+    key, _, _ = await cloud_issue(harness)
+    post = await channel_post(harness, harness.cloud_url, key)
+    refused = (200, {"error": "This form has already been submitted."})
+
+    await harness.click("alice", post["props"], "Comment", post_id=post["id"])
+    answers = await asyncio.gather(*(harness.submit("alice", {"comment": "Once"}) for _ in range(3)))
+    assert sorted(answers, key=lambda a: len(a[1])) == [(200, {})] + [refused] * 2
+    assert [c["body"] for c in harness.cloud.comments[key]] == ["Once"]
+
+    await harness.click("alice", post["props"], "Transition", post_id=post["id"])
+    answers = await asyncio.gather(*(harness.submit("alice", {"transition": "11"}) for _ in range(3)))
+    assert sorted(answers, key=lambda a: len(a[1])) == [(200, {})] + [refused] * 2
+    assert len(harness.cloud.requests_to(f"/rest/api/2/issue/{key}/transitions", "POST")) == 1
 
 
 # -- forged and foreign contexts ------------------------------------------------------------------

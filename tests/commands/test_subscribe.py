@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -268,6 +269,30 @@ async def test_dialog_edit_is_prefilled_and_saves(h: Harness) -> None:
     await h.command("alice", "subscribe remove Bugs in WEB")
     status, body = await h.submit("alice", defaults, dialog=stale)
     assert "removed meanwhile" in body["error"]
+
+
+ALREADY_SUBMITTED = {"error": "This form has already been submitted."}
+
+
+async def test_the_add_form_sent_again_adds_one_subscription(h: Harness) -> None:
+    await h.command("alice", "subscribe add")
+    answers = await asyncio.gather(*(h.submit("alice", dialog_fields()) for _ in range(3)))
+    assert sorted(answers, key=lambda a: len(a[1])) == [(200, {})] + [(200, ALREADY_SUBMITTED)] * 2
+    assert await h.submit("alice", dialog_fields(name="Other name")) == (200, ALREADY_SUBMITTED)
+    assert list(await stored(h)) == ["Bugs in WEB"]
+    added = [p for p in h.mm.posts if "added the subscription" in p["message"]]
+    assert len(added) == 1
+
+
+async def test_the_edit_form_sent_again_changes_nothing(h: Harness) -> None:
+    await h.command("alice", ONE_LINE)
+    await h.command("alice", "subscribe edit Bugs in WEB")
+    assert await h.submit("alice", dialog_fields(events="event_created")) == (200, {})
+    # A replay carrying other values is refused; what the first one saved stays.
+    replay = dialog_fields(name="Renamed", events="event_created_comment")
+    assert await h.submit("alice", replay) == (200, ALREADY_SUBMITTED)
+    assert (await stored(h))["Bugs in WEB"].filters.events == {"event_created"}
+    assert len([p for p in h.mm.posts if "changed the subscription" in p["message"]]) == 1
 
 
 async def test_dialog_submission_checks_permission_again(h: Harness) -> None:
