@@ -6,9 +6,13 @@ import argparse
 import asyncio
 import json
 import logging
+import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from types import FrameType
 from urllib.parse import quote
 
 from aiohttp import web
@@ -25,6 +29,48 @@ def _load(path: str | None) -> Settings:
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
     return settings
+
+
+# From SIGTERM to exit, whatever is being processed (`docker stop` waits as long before SIGKILL).
+SHUTDOWN_GRACE_SECONDS = 10.0
+# Of which in-flight requests get at most this much; the rest is for stopping the workers and
+# closing connections.
+REQUEST_DRAIN_SECONDS = 5.0
+
+
+def arm_shutdown_watchdog(grace: float, signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)) -> None:
+    """On the first of `signals`, start a clock: if the process has not exited `grace` seconds
+    later, it exits anyway.
+
+    The graceful shutdown runs on the event loop, which a stuck callback could hold. The
+    handler set here runs in the main thread between any two bytecodes, loop or not, and the
+    clock runs in a thread of its own. Installed over the event loop's own handler, which keeps
+    working: the loop is told of signals through its wake-up descriptor, not this handler.
+    Nothing is lost by exiting: unfinished webhooks and posts stay leased in the store.
+    """
+    started = threading.Event()
+
+    def expire() -> None:
+        logging.getLogger("bot").error("shutdown took longer than %g s; exiting now", grace)
+        logging.shutdown()
+        os._exit(1)
+
+    def install(sig: int) -> None:
+        previous = signal.getsignal(sig)
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            if not started.is_set():
+                started.set()
+                timer = threading.Timer(grace, expire)
+                timer.daemon = True
+                timer.start()
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(sig, on_signal)
+
+    for sig in signals:
+        install(sig)
 
 
 def cmd_serve(settings: Settings) -> int:
@@ -44,14 +90,33 @@ def cmd_serve(settings: Settings) -> int:
         settings.database_url.split("@")[-1],
         secret_source,
     )
+    app = create_app(settings)
+
+    async def watchdog(_app: web.Application) -> None:
+        # At start-up, after run_app has set the event loop's signal handlers.
+        arm_shutdown_watchdog(SHUTDOWN_GRACE_SECONDS)
+
+    app.on_startup.append(watchdog)
     web.run_app(
-        create_app(settings),
+        app,
         host=settings.server.host,
         port=settings.server.port,
         print=None,
         access_log=None,
-        shutdown_timeout=10,
+        shutdown_timeout=REQUEST_DRAIN_SECONDS,
     )
+    # Everything with state is closed by now. A thread still running is a call waiting on its
+    # network timeout (a Jira request in the gateway's pool, say), which the interpreter would
+    # wait for at exit, past the grace period.
+    busy = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    if busy:
+        log.info(
+            "stopped; not waiting for %d blocked call(s): %s", len(busy), ", ".join(t.name for t in busy)
+        )
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
@@ -71,24 +136,55 @@ def cmd_webhook_url(settings: Settings, team: str | None, channel: str | None) -
     return 0
 
 
-async def _dead_letters(settings: Settings, replay: Sequence[int] | None, replay_all: bool) -> int:
+def _issue_key(body: bytes) -> str | None:
+    from bot.jira.models import WebhookParseError, peek_webhook
+
+    try:
+        issue = peek_webhook(body).issue
+    except (WebhookParseError, ValueError, RecursionError):
+        return None
+    return issue.key if issue is not None else None
+
+
+async def _dead_letters(
+    settings: Settings, replay: Sequence[int] | None, replay_all: bool, replay_webhooks: Sequence[int] | None
+) -> int:
     from bot.store.db import Database
 
     db = await Database.open(settings.database_url)
     try:
+        if replay_webhooks:
+            n = await db.inbox.replay_failed(list(replay_webhooks), datetime.now(UTC))
+            print(f"{n} failed webhook(s) queued for processing again")
         if replay_all or replay:
             n = await db.deliveries.replay(None if replay_all else list(replay or []), datetime.now(UTC))
             print(f"{n} dead letter(s) queued for delivery again")
+        if replay_webhooks or replay_all or replay:
             return 0
         for d in await db.deliveries.list_dead(limit=1000):
             print(
                 json.dumps(
                     {
+                        "kind": "post",
                         "id": d.id,
                         "channel_id": d.channel_id,
                         "issue_key": d.payload.get("issue_key"),
                         "attempts": d.attempts,
                         "error": d.last_error,
+                    }
+                )
+            )
+        # Webhooks whose processing kept failing: nothing was posted for them.
+        for item in await db.inbox.list_failed(limit=1000):
+            print(
+                json.dumps(
+                    {
+                        "kind": "webhook",
+                        "id": item.id,
+                        "issue_key": _issue_key(item.body),
+                        "received_at": item.received_at.isoformat(),
+                        "attempts": item.attempts,
+                        "error": (item.outcome or "").removeprefix("failed: "),
                     }
                 )
             )
@@ -108,9 +204,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     url = sub.add_parser("webhook-url", help="print the webhook URLs to enter in Jira")
     url.add_argument("--team")
     url.add_argument("--channel")
-    dead = sub.add_parser("dead-letters", help="list posts that could not be delivered, or replay them")
-    dead.add_argument("--replay", type=int, nargs="*", metavar="ID", help="replay these dead letters")
-    dead.add_argument("--replay-all", action="store_true", help="replay every dead letter")
+    dead = sub.add_parser(
+        "dead-letters",
+        help="list posts not delivered and webhooks not processed (dead letters), or replay them",
+    )
+    dead.add_argument("--replay", type=int, nargs="*", metavar="ID", help="replay these dead posts")
+    dead.add_argument("--replay-all", action="store_true", help="replay every dead post")
+    dead.add_argument(
+        "--replay-webhooks",
+        type=int,
+        nargs="+",
+        metavar="ID",
+        help="process these failed webhooks again (ids of kind webhook), with fresh attempts",
+    )
     for p in (url, dead):
         p.add_argument("--config", "-c", dest="config_sub", help=argparse.SUPPRESS)
     sub.choices["check-config"].add_argument("--config", "-c", dest="config_sub", help=argparse.SUPPRESS)
@@ -135,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "webhook-url":
         return cmd_webhook_url(settings, args.team, args.channel)
     if args.command == "dead-letters":
-        return asyncio.run(_dead_letters(settings, args.replay, args.replay_all))
+        return asyncio.run(_dead_letters(settings, args.replay, args.replay_all, args.replay_webhooks))
     parser.error(f"unknown command {args.command}")
     return 2
 
