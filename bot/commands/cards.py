@@ -2,7 +2,9 @@
 Jira's own create screen.
 
 Every text that comes from Jira is defused before it reaches Mattermost, so an issue whose
-summary or description says "@channel" notifies nobody.
+summary or description says "@channel" notifies nobody. Users' plain text reads as typed: escaped
+where Mattermost renders Markdown, left as is where it does not (the card's title, which has a
+link, and its fallback); see bot.render.plain.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from urllib.parse import urlencode
 
 from bot.jira.rest_models import IssueCard
 from bot.mattermost.payloads import Attachment, AttachmentField, PostAction
-from bot.render.markup import neutralise_mentions, render_jira_text, truncate
+from bot.render.markup import neutralise_mentions, render_jira_text
+from bot.render.plain import code_span, cut, link_text, markdown_text, plain_text
 
 # Jira's blue: the card looks like the issue it stands for.
 CARD_COLOR = "#0052CC"
@@ -26,19 +29,18 @@ def _no_mentions(_jira_user: str) -> str | None:
 
 
 def inline_text(text: str, limit: int = SUMMARY_LIMIT) -> str:
-    """Jira text for one line of Markdown: one line, no mentions, no link brackets, cut."""
-    flat = " ".join(text.split()).replace("[", "(").replace("]", ")")
-    return neutralise_mentions(truncate(flat, limit))
+    """Jira text for one line of Markdown: one line, cut, no mentions, escaped to read as typed."""
+    return markdown_text(text, limit)
 
 
-def code_text(text: str) -> str:
-    """Jira text inside backticks (the plugin quotes names and states so)."""
-    return "`" + " ".join(text.split()).replace("`", "'") + "`"
+def code_text(text: str, limit: int = 120) -> str:
+    """Jira text as a code span (the plugin quotes names and states so), backticks included."""
+    return code_span(cut(text, limit))
 
 
 def issue_link(key: str, url: str, summary: str = "") -> str:
-    """`[KEY](url)`, or `[KEY: summary](url)` with the summary defused."""
-    label = f"{key}: {inline_text(summary)}" if summary.strip() else key
+    """`[KEY](url)`, or `[KEY: summary](url)` with the summary defused and escaped."""
+    label = link_text(f"{key}: {cut(summary, SUMMARY_LIMIT)}") if summary.strip() else link_text(key)
     return f"[{label}]({url})"
 
 
@@ -57,7 +59,8 @@ def issue_card(
 ) -> Attachment:
     """The card of `card`: key and summary linked to the issue, its state and people, the start
     of its description (wiki markup converted), and `actions` (buttons and menus)."""
-    title = f"{card.key}: {inline_text(card.summary)}" if card.summary else card.key
+    # The title has a link, so Mattermost shows it as plain text: the summary is not escaped.
+    title = f"{card.key}: {plain_text(card.summary, SUMMARY_LIMIT)}" if card.summary else card.key
     fields = [
         AttachmentField(title="Status", value=inline_text(card.status) or "—", short=True),
         AttachmentField(title="Type", value=inline_text(card.issue_type) or "—", short=True),
@@ -73,7 +76,7 @@ def issue_card(
         fields.append(AttachmentField(title="Security", value=inline_text(card.security_level), short=True))
     description = render_jira_text(card.description, description_limit, _no_mentions)
     return Attachment(
-        fallback=f"{card.key}: {inline_text(card.summary)}",
+        fallback=title,
         color=CARD_COLOR,
         pretext=pretext or None,
         title=title,

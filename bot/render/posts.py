@@ -9,11 +9,15 @@ fields = created-issue facts or one line per change of a merged update).
 
 Every piece of text that comes from Jira goes through `neutralise_mentions`: only the mentions
 this module writes itself, of Jira users who connected a Mattermost account, can notify anyone.
+Users' plain text (summaries, names, field values) is Markdown-escaped (bot.render.plain), so it
+reads as typed; the attachment's `fallback`, which Mattermost shows as plain text, carries the
+headline unescaped.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +39,8 @@ from bot.jira.events import (
     IssueEvent,
     JiraUser,
 )
-from bot.render.markup import MentionLookup, neutralise_mentions, render_jira_text, truncate
+from bot.render.markup import MentionLookup, neutralise_mentions, render_jira_text
+from bot.render.plain import cut, escape_link_text, escape_markdown, markdown_to_plain
 
 
 def no_mentions(_jira_user_id: str) -> str | None:
@@ -68,7 +73,6 @@ FREE_TEXT_LENGTH = 255
 
 _DEFAULT_OPTIONS = RenderOptions()
 _TITLE_WORD = re.compile(r"(?<![\w'])(\w)")
-_LINK_TEXT_SPECIALS = re.compile(r"([\[\]])")
 
 
 def render_event(
@@ -83,12 +87,12 @@ def render_event(
         return None
     headline, text, fields = parts
     if options.subscription_name:
-        headline += f"\nSubscription: **{neutralise_mentions(options.subscription_name)}**"
+        headline += f"\nSubscription: **{_md(options.subscription_name)}**"
     if not text and not fields:
         return RenderedPost(message=headline)
     attachment: dict[str, Any] = {
         "color": ATTACHMENT_COLOR,
-        "fallback": headline,
+        "fallback": markdown_to_plain(headline),
         "pretext": headline,
         "text": text,
     }
@@ -137,12 +141,32 @@ def go_quote(value: str) -> str:
             out.append("\\t")
         elif char == "\r":
             out.append("\\r")
-        elif not char.isprintable() and char != " ":
+        elif not char.isprintable() and char != " " and unicodedata.category(char) != "Cf":
+            # Format characters (zero-width joiners, direction marks) stay as typed: escaped,
+            # they would show as "\u200d" in the middle of a name.
             out.append(_go_escape(ord(char)))
         else:
             out.append(char)
     out.append('"')
     return "".join(out)
+
+
+def _md(text: str) -> str:
+    """Users' plain text for Markdown: mentions defused, then every special escaped."""
+    return escape_markdown(neutralise_mentions(text))
+
+
+# Go's quoting already writes `\\` and `\"`, which Markdown reads back as `\` and `"`: the
+# backslash is left out of what is escaped in a quoted value.
+_QUOTED_SPECIALS = re.compile(r"([`*_\[\]<>~|&])")
+
+
+def md_quoted(value: str, default: str = "") -> str:
+    """A changed value in the plugin's "from "A" to "B"" wording: defused, quoted as Go quotes
+    it, then escaped; `default` (the project's own Markdown) when the value is empty."""
+    if not value:
+        return go_quote(default)
+    return _QUOTED_SPECIALS.sub(r"\\\1", go_quote(neutralise_mentions(value)))
 
 
 def _go_escape(code: int) -> str:
@@ -166,9 +190,9 @@ def _add_remove(before: str, after: str, add: str, remove: str) -> str:
     added, removed = _added(before, after), _added(after, before)
     parts = []
     if added:
-        parts.append(f"{add} [{added}] to")
+        parts.append(f"{add} [{_md(added)}] to")
     if removed:
-        parts.append(f"{remove} [{removed}] from")
+        parts.append(f"{remove} [{_md(removed)}] from")
     return ", ".join(parts)
 
 
@@ -209,14 +233,15 @@ class _Renderer:
     # --- pieces ---
 
     def _actor(self) -> str:
-        return neutralise_mentions(md_user(self.event.actor))
+        return _md(md_user(self.event.actor))
 
     def _link(self) -> str:
         issue = self.event.issue
-        summary = truncate(issue.summary, SUMMARY_LIMIT)
+        # Cut before escaping, so an escape is never halved.
+        summary = cut(issue.summary, SUMMARY_LIMIT)
         label = f"{issue.key}: {summary}" if issue.key else summary
-        label = neutralise_mentions(_LINK_TEXT_SPECIALS.sub(r"\\\1", label))
-        issue_type = neutralise_mentions(issue.issue_type.name.lower())
+        label = escape_link_text(neutralise_mentions(label))
+        issue_type = _md(issue.issue_type.name.lower())
         target = f"[{label}]({issue.browse_url})" if issue.browse_url else label
         return f"{issue_type} {target}" if issue_type else target
 
@@ -249,9 +274,9 @@ class _Renderer:
         text = "" if self.options.hide_description else self._rich(issue.description, TEXT_LIMIT)
         fields: list[dict[str, Any]] = []
         if issue.assignee is not None:
-            fields.append(_field("Assignee", neutralise_mentions(md_user(issue.assignee)), short=True))
+            fields.append(_field("Assignee", _md(md_user(issue.assignee)), short=True))
         if issue.priority is not None:
-            fields.append(_field("Priority", neutralise_mentions(issue.priority.name), short=True))
+            fields.append(_field("Priority", _md(issue.priority.name), short=True))
         return headline, text, fields
 
     def _comment(self) -> _Parts:
@@ -262,10 +287,10 @@ class _Renderer:
             who = event.actor
             if (who is None or not who.key) and comment is not None and comment.update_author.ids:
                 who = comment.update_author
-            return self._headline(neutralise_mentions(md_user(who)), "**deleted comment** in"), "", []
+            return self._headline(_md(md_user(who)), "**deleted comment** in"), "", []
         author = comment.update_author if comment is not None and comment.update_author.ids else event.actor
         verb = "**commented** on" if EVENT_CREATED_COMMENT in kinds else "**edited comment** in"
-        headline = self._headline(neutralise_mentions(md_user(author)), verb)
+        headline = self._headline(_md(md_user(author)), verb)
         body = comment.body if comment is not None else ""
         text = "" if self.options.hide_comments else self._rich(body, TEXT_LIMIT, quote=True)
         return headline, text, []
@@ -294,10 +319,10 @@ class _Renderer:
         return self._headline(actor, "**updated**"), "", fields
 
     def _view(self, change: FieldChange, *, merged: bool = False) -> _ChangeView:
-        """The plugin's wording for one change; every value neutralised."""
+        """The plugin's wording for one change; every value neutralised and escaped."""
         kind = change.kind
         before, after = change.from_string, change.to_string
-        safe = neutralise_mentions
+        safe = _md
         if kind == EVENT_UPDATED_REOPENED:
             return _ChangeView("**reopened**", "reopened", safe(before), "Open")
         if kind == EVENT_UPDATED_RESOLVED:
@@ -319,7 +344,7 @@ class _Renderer:
         if kind == EVENT_UPDATED_ATTACHMENT:
             verb = _add_remove(before, after, "**attached**", "**removed** attachments")
             return _ChangeView(
-                safe(verb) or "**updated** attachments of",
+                verb or "**updated** attachments of",
                 "attachments",
                 safe(before) or "~~None~~",
                 safe(after) or "None",
@@ -327,16 +352,17 @@ class _Renderer:
         if kind == EVENT_UPDATED_LABELS:
             verb = _add_remove(before, after, "**added** labels", "**removed** labels")
             before, after = safe(before) or "~~None~~", safe(after) or "None"
-            return _ChangeView(safe(verb) or "**updated** labels of", "labels", before, after)
+            return _ChangeView(verb or "**updated** labels of", "labels", before, after)
         name = safe(change.field or change.field_id)
         if self.options.hide_comments and _is_free_text(change):
             return _ChangeView(f"**updated** {name} on", name, "", "(text hidden)")
-        before = safe(before) or "~~None~~"
-        after = safe(after) or "None"
+        none_before, none_after = "~~None~~", "None"
         if kind == EVENT_UPDATED_RANK:
             before, after = before.lower(), after.lower()
-        verb = f"**updated** {name} from {go_quote(before)} to {go_quote(after)} on"
-        return _ChangeView(verb, name, before, after)
+            none_before, none_after = none_before.lower(), none_after.lower()
+        shown_from, shown_to = md_quoted(before, none_before), md_quoted(after, none_after)
+        verb = f"**updated** {name} from {shown_from} to {shown_to} on"
+        return _ChangeView(verb, name, safe(before) or none_before, safe(after) or none_after)
 
 
 def _is_free_text(change: FieldChange) -> bool:
@@ -358,6 +384,7 @@ __all__ = [
     "RenderOptions",
     "RenderedPost",
     "go_quote",
+    "md_quoted",
     "md_user",
     "no_mentions",
     "post_headline",

@@ -36,7 +36,8 @@ async def test_a_preview_appears_once_per_channel_within_the_interval(
     [preview] = await eventually(lambda: previews_in(harness, "dev"))
     assert preview["root_id"] == first["id"]
     assert preview["message"] == (
-        f"[{key}: Login fails (again) @\u200dchannel]({harness.cloud_url}/browse/{key})\n"
+        # The summary reads as typed: its brackets are escaped in the link text, not replaced.
+        f"[{key}: Login fails \\[again\\] @\u200dchannel]({harness.cloud_url}/browse/{key})\n"
         "Status: **To Do** · Assignee: **Bob Builder** · Priority: **High**"
     )
 

@@ -137,7 +137,7 @@ class TestCreated:
         post = render(ev)
         assert attachment(post) == {
             "color": "#95b7d0",
-            "fallback": f"Alice Smith **created** {LINK}",
+            "fallback": "Alice Smith created bug ABC-1: Fix login",
             "pretext": f"Alice Smith **created** {LINK}",
             "text": "**Steps**: log in",
             "fields": [
@@ -415,7 +415,8 @@ class TestSubscriptionName:
         ev = event(EVENT_CREATED_COMMENT, comment=note("hi"))
         att = attachment(render(ev, RenderOptions(subscription_name="Ops")))
         assert att["pretext"].endswith("\nSubscription: **Ops**")
-        assert att["fallback"] == att["pretext"]
+        # The fallback is plain text: no Markdown, the same words.
+        assert att["fallback"] == "Bob Jones commented on bug ABC-1: Fix login\nSubscription: Ops"
 
     def test_subscription_name_cannot_mention(self) -> None:
         post = render(event(EVENT_DELETED), RenderOptions(subscription_name="@channel alerts"))

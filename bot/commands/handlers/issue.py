@@ -53,6 +53,7 @@ from bot.mattermost.payloads import (
     PostUpdate,
     attachments_props,
 )
+from bot.render.plain import plain_text
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +96,14 @@ def neutral(text: str) -> str:
 
 
 def neutral_block(text: str) -> str:
-    """A sentence built from Jira names (states, users), defused."""
-    return inline_text(text, 2000)
+    """A sentence built from Jira names (states, users), defused; its own Markdown kept."""
+    return plain_text(text, 2000)
 
 
 def _issue_key(text: str, usage: str) -> str:
     key = text.strip().upper()
     if not _ISSUE_KEY.match(key):
-        raise CommandError(
-            f"`{inline_text(text, 40)}` is not a Jira issue key (like PROJ-123). Use `{usage}`."
-        )
+        raise CommandError(f"{code_text(text, 40)} is not a Jira issue key (like PROJ-123). Use `{usage}`.")
     return key
 
 
@@ -149,7 +148,7 @@ def _transitioned_text(key: str, url: str, transition: Transition) -> str:
 
 def _assigned_text(user: JiraUserCandidate, key: str, url: str) -> str:
     shown = user.display_name or user.name or user.account_id
-    return f"{code_text(neutral(shown))} assigned to Jira issue {issue_link(key, url)}"
+    return f"{code_text(shown)} assigned to Jira issue {issue_link(key, url)}"
 
 
 async def _transitions_or_none(session: JiraSession, key: str) -> list[Transition]:
@@ -240,7 +239,7 @@ async def share_clicked(ctx: ActionContext) -> ActionResponse:
     card = await session.issue(key)
     if card.security_level:
         return ActionResponse.ephemeral(
-            f"{card.key} has the security level {code_text(neutral(card.security_level))}, so it is not "
+            f"{card.key} has the security level {code_text(card.security_level)}, so it is not "
             "shared in the channel, where people who may not see it would read it."
         )
     transitions = await _transitions_or_none(session, card.key)
@@ -339,12 +338,12 @@ async def _known_assignee(ctx: Caller, inst: Instance, query: AssigneeQuery) -> 
         return _candidate(conn.identity)
     user = await ctx.deps.mattermost.get_user_by_username(query.text)
     if user is None:
-        raise CommandError(f"There is no Mattermost user `@{neutral(query.text)}`.")
+        raise CommandError(f"There is no Mattermost user {code_text('@' + query.text)}.")
     conn = await accounts.connection(str(user.get("id", "")), inst.url)
     if conn is None:
         raise CommandError(
-            f"`@{neutral(query.text)}` has not connected a Jira account on {inst.label}, so the bot cannot "
-            "tell who they are in Jira. Assign them by their Jira name or email instead."
+            f"{code_text('@' + query.text)} has not connected a Jira account on {inst.label}, so the bot "
+            "cannot tell who they are in Jira. Assign them by their Jira name or email instead."
         )
     return _candidate(conn.identity)
 
@@ -642,7 +641,7 @@ def _creatable_types(meta_types: Iterable[IssueTypeMeta]) -> list[IssueTypeMeta]
 
 def _listing(names: Iterable[str], limit: int = 20) -> str:
     items = list(names)
-    shown = ", ".join(f"`{neutral(n)}`" for n in items[:limit])
+    shown = ", ".join(code_text(n) for n in items[:limit])
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
@@ -812,7 +811,7 @@ async def create(ctx: CommandContext) -> CommandResponse:
         project = _find_project(projects, wanted_project)
         if project is None:
             raise CommandError(
-                f"There is no project `{neutral(wanted_project)}` you can see on {inst.label}. "
+                f"There is no project {code_text(wanted_project)} you can see on {inst.label}. "
                 f"Your projects: {_listing(p.key for p in projects)}."
             )
     else:
@@ -834,7 +833,7 @@ async def create(ctx: CommandContext) -> CommandResponse:
         )
         if chosen is None:
             raise CommandError(
-                f"`{project.key}` has no issue type `{neutral(wanted_type)}` you can create. "
+                f"`{project.key}` has no issue type {code_text(wanted_type)} you can create. "
                 f"Types: {_listing(t.name for t in types)}."
             )
     elif len(types) == 1:
@@ -857,7 +856,7 @@ async def create_project_chosen(ctx: ActionContext) -> ActionResponse:
     projects = await session.projects()
     project = _find_project(projects, ctx.selected)
     if project is None:
-        return ActionResponse.ephemeral(f"Your Jira account cannot see `{neutral(ctx.selected)}` any more.")
+        return ActionResponse.ephemeral(f"Your Jira account cannot see {code_text(ctx.selected)} any more.")
     types = _creatable_types((await session.create_meta(project.key)).issue_types)
     if not types:
         return ActionResponse.ephemeral(f"Your Jira account cannot create issues in `{project.key}`.")

@@ -45,6 +45,7 @@ from bot.mattermost.payloads import (
     DialogResponse,
     PostUpdate,
 )
+from bot.render.plain import plain_text
 
 log = logging.getLogger(__name__)
 
@@ -128,13 +129,13 @@ async def transition_clicked(ctx: ActionContext) -> ActionResponse:
     options = [DialogOption(text=t.label, value=t.id) for t in transitions if t.id and t.label]
     if not options:
         return ActionResponse.ephemeral(
-            f"There is no transition you can make on {card.key} from {code_text(neutral(card.status))}."
+            f"There is no transition you can make on {card.key} from {code_text(card.status)}."
         )
     form = Dialog(
         callback_id=TRANSITION_DIALOG,
         title=f"Transition {card.key}",
         introduction_text=(
-            f"**{card.key}**: {neutral(card.summary)}\n\nNow {code_text(neutral(card.status))}. "
+            f"**{card.key}**: {neutral(card.summary)}\n\nNow {code_text(card.status)}. "
             "The states offered are those you can move it to."
         ),
         elements=[
@@ -166,11 +167,11 @@ async def transition_submitted(ctx: DialogContext) -> DialogResponse | None:
     if chosen is None:
         states = ", ".join(dict.fromkeys(t.to_status for t in transitions if t.to_status)) or "none"
         return DialogResponse(
-            errors={"transition": f"Not available any more; you can move {key} to: {neutral(states)}."}
+            errors={"transition": f"Not available any more; you can move {key} to: {plain_text(states)}."}
         )
     await session.transition(key, chosen.id)
     # Done in Jira: nothing below may answer with an error, which would reopen the form.
-    target = code_text(neutral(chosen.to_status or chosen.name))
+    target = code_text(chosen.to_status or chosen.name)
     await _note_on_post(ctx, str(ctx.state.get("post", "")), f"{await _who(ctx)} moved {key} to {target}")
     return None
 
