@@ -165,7 +165,8 @@ class EventProcessor:
         self._batch = batch_size
         self._busy = busy
         self._max_attempts = max_attempts
-        self._timeout = processing_timeout
+        # An item must be closed while its lease holds, or another replica may take it over.
+        self._timeout = min(processing_timeout, lease_seconds * 0.8)
         # Set by the composition root when slash commands are available: buttons on channel
         # posts, and personal direct messages.
         self.decorate_post: PostDecorator | None = None
@@ -188,11 +189,25 @@ class EventProcessor:
         if not items:
             return 0
         index = await self._subs.index()
+        loop = asyncio.get_running_loop()
+        # Items not started by then are given back, so that a slow one (up to the time budget)
+        # does not make the rest of the batch outlive its lease.
+        start_by = loop.time() + self._lease / 2
         closing: list[tuple[InboxItem, Plan]] = []
         for n, item in enumerate(items):
             if n:
                 # Let the intake and health checks in between items: rendering is CPU work.
                 await asyncio.sleep(0)
+                if loop.time() > start_by:
+                    rest = [i.id for i in items[n:]]
+                    try:
+                        await self._inbox.give_back(rest, owner=self._owner)
+                        log.info("batch ran long; %d inbox item(s) given back untouched", len(rest))
+                    except Exception:
+                        # Still leased: claimed again (one attempt spent) when the lease runs out.
+                        log.warning("could not give back %d inbox item(s)", len(rest), exc_info=True)
+                    items = items[:n]
+                    break
             if item.attempts > self._max_attempts:
                 # Every attempt so far ended without closing the row: the process died, froze or
                 # lost its lease on it. Trying once more could do the same again.

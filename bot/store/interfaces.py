@@ -187,6 +187,11 @@ class InboxRepository(Protocol):
         """Give the item back after a transient failure; it is claimable again from `retry_at`."""
         ...
 
+    async def give_back(self, item_ids: Sequence[int], *, owner: str) -> int:
+        """Return claimed rows not yet worked on: lease dropped and their claim not counted as an
+        attempt. Only rows `owner` still holds; returns how many."""
+        ...
+
     async def get(self, item_id: int) -> InboxItem | None: ...
 
     async def list_failed(self, limit: int = 100) -> list[InboxItem]:

@@ -554,6 +554,25 @@ class SqlInboxRepository:
         async with self._db.write() as conn:
             return (await conn.execute(stmt)).first() is not None
 
+    async def give_back(self, item_ids: Sequence[int], *, owner: str) -> int:
+        if not item_ids:
+            return 0
+        t = webhook_inbox
+        stmt = (
+            sa.update(t)
+            .where(
+                t.c.id.in_(list(item_ids)), t.c.lease_owner == owner, t.c.status == InboxStatus.PENDING.value
+            )
+            .values(
+                lease_owner=None,
+                lease_until=None,
+                attempts=sa.case((t.c.attempts > 0, t.c.attempts - 1), else_=0),
+            )
+            .returning(t.c.id)
+        )
+        async with self._db.write() as conn:
+            return len((await conn.execute(stmt)).all())
+
     async def get(self, item_id: int) -> InboxItem | None:
         async with self._db.read() as conn:
             row = (await conn.execute(sa.select(webhook_inbox).where(webhook_inbox.c.id == item_id))).first()

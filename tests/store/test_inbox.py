@@ -346,3 +346,22 @@ async def test_failed_items_are_listed_and_replayed_with_fresh_attempts(db: Data
     assert await db.inbox.replay_failed(None, at(4)) == 1
     assert await db.inbox.list_failed() == []
     assert await db.inbox.counts() == {"pending": 3, "done": 1, "ignored": 0, "failed": 0}
+
+
+async def test_give_back_drops_the_lease_and_uncounts_the_claim(db: Database) -> None:
+    mine, other = await _enqueue(db, "a"), await _enqueue(db, "b")
+    await db.inbox.claim(limit=1, owner="w", now=at(0), lease_seconds=30)
+    await db.inbox.claim(limit=1, owner="x", now=at(0), lease_seconds=30)
+    assert await db.inbox.give_back([mine, other], owner="w") == 1
+    row = await db.inbox.get(mine)
+    assert row is not None and (row.status, row.attempts, row.lease_owner, row.lease_until) == (
+        "pending",
+        0,
+        None,
+        None,
+    )
+    held = await db.inbox.get(other)
+    assert held is not None and (held.attempts, held.lease_owner) == (1, "x")
+    assert await db.inbox.give_back([], owner="w") == 0
+    [again] = await db.inbox.claim(limit=5, owner="y", now=at(1), lease_seconds=30)
+    assert (again.id, again.attempts) == (mine, 1)

@@ -84,8 +84,7 @@ def make_processor(
         metrics=metrics,
         clock=lambda: now[0],
         owner="me",
-        lease_seconds=LEASE,
-        **kwargs,
+        **{"lease_seconds": LEASE, **kwargs},
     )
     return processor, metrics
 
@@ -274,3 +273,24 @@ async def test_dead_letters_lists_failed_webhooks_with_the_reason_and_replays_th
     assert await processor.run_once() == 1
     assert (await item(db, item_id)).status == "done"
     assert len(await db.deliveries.list_for_inbox(item_id)) == 1
+
+
+async def test_a_slow_item_makes_the_batch_give_back_the_items_it_has_not_started(db: Database) -> None:
+    now = [T0]
+    memory = HangingMemory(db.kv)
+    memory.hung = {"WEB-1"}
+    # A lease of 1 s: items are started during its first half, each may take 0.8 s at most.
+    processor, _ = make_processor(db, now, memory=memory, processing_timeout=30, lease_seconds=1.0)
+    ids = await enqueue(db, "WEB-1", "WEB-2", "WEB-3")
+
+    assert await asyncio.wait_for(processor.run_once(), 30) == 1
+    slow = await item(db, ids[0])
+    assert (slow.status, slow.attempts) == ("pending", 1)
+    assert "longer than 0.8 s" in (slow.outcome or "")
+    for untouched in ids[1:]:
+        row = await item(db, untouched)
+        # Not worked on, so no attempt used, and free for any worker at once.
+        assert (row.status, row.attempts, row.lease_owner) == ("pending", 0, None)
+
+    assert await processor.run_once() == 2
+    assert [(await item(db, i)).status for i in ids] == ["pending", "done", "done"]
