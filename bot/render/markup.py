@@ -10,13 +10,8 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
-from typing import Any
 
-from jira2markdown.elements import MarkupElements
-from jira2markdown.markup.images import Image
-from jira2markdown.markup.links import Attachment, Mention
-from jira2markdown.markup.text_effects import Color, InlineQuote, Subscript, Superscript, Underline
-from pyparsing import Forward, ParseException, ParserElement, ParseResults
+from bot.render.wiki import DEFAULT_BUDGET, WikiBudgetExceeded, wiki_to_markdown
 
 log = logging.getLogger(__name__)
 
@@ -41,164 +36,69 @@ def truncate(text: str, limit: int) -> str:
 
 # --- Jira wiki markup -> Markdown ----------------------------------------------------------------
 
-
-class _PlainQuoted:
-    """Mixin for jira2markdown's quoted text effects whose Markdown would be HTML that Mattermost
-    shows literally (<u>, <sup>, <sub>, <q>): keep the inner text only."""
-
-    QUOTE_CHAR = ""
-    END_QUOTE_CHAR = ""
-
-
-class _PlainUnderline(_PlainQuoted, Underline):
-    pass
-
-
-class _PlainSuperscript(_PlainQuoted, Superscript):
-    pass
-
-
-class _PlainSubscript(_PlainQuoted, Subscript):
-    pass
-
-
-class _PlainInlineQuote(_PlainQuoted, InlineQuote):
-    pass
-
-
-class _PlainColor(Color):
-    """{color:red}text{color} -> text (Mattermost ignores <font>)."""
-
-    def action(self, tokens: ParseResults) -> str:
-        return str(self.inline_markup.transform_string(tokens.text))
-
-
-def _is_absolute_url(value: str) -> bool:
-    return value.lower().startswith(("http://", "https://"))
-
-
-class _SafeImage(Image):
-    """!file.png! names a Jira attachment, which a Mattermost client cannot load: keep the name."""
-
-    def action(self, tokens: ParseResults) -> str:
-        url = str(tokens.url)
-        return str(super().action(tokens)) if _is_absolute_url(url) else url
-
-
-class _SafeAttachment(Attachment):
-    """[^file.txt] names a Jira attachment: a relative link would be broken, keep the name."""
-
-    def action(self, tokens: ParseResults) -> str:
-        return str(tokens.filename)
-
-
-# Where a jira2markdown element may start: a line start, one of these characters, or a bare URL.
-# Every element of the grammar begins at one of those places (lists, tables, headings and
-# quotes at a line start; text effects, links, macros at their opening character), so scanning
-# only them gives the same result as pyparsing's position-by-position scan, many times faster.
-_ELEMENT_START = re.compile(r"(?m:^)|[*\-{\[!^~+?\\|#]|(?i:https?|ftp)://")
-# Text without any of these cannot contain wiki markup: it is returned as is.
-_MARKUP_HINT = re.compile(r"[*\-{\[!^~+?\\|#]|(?i:https?|ftp)://|(?m:^[ \t]*(?:h[1-6]|bq)\. )")
-
-
-def _flatten(items: Iterable[Any]) -> Iterable[str]:
-    for item in items:
-        if isinstance(item, str):
-            yield item
-        elif isinstance(item, Iterable):
-            yield from _flatten(item)
-        elif item is not None:
-            yield str(item)
-
-
-class _CandidateScan(Forward):
-    """A Forward whose transform_string tries the grammar only where an element may start."""
-
-    def transform_string(self, instring: str, *, debug: bool = False) -> str:
-        if not self.streamlined:
-            self.streamline()
-        self.keepTabs = True
-        parse = self._parse
-        out: list[Any] = []
-        last = loc = 0
-        size = len(instring)
-        search = _ELEMENT_START.search
-        while loc < size:
-            found = search(instring, loc)
-            if found is None:
-                break
-            start = found.start()
-            try:
-                end, tokens = parse(instring, start, True, False)
-            except ParseException:
-                loc = start + 1
-                continue
-            if end <= start:
-                loc = start + 1
-                continue
-            if start > last:
-                out.append(instring[last:start])
-            last = loc = end
-            if isinstance(tokens, ParseResults):
-                out.extend(tokens.as_list())
-            elif tokens:
-                out.append(tokens)
-        out.append(instring[last:])
-        return "".join(_flatten(part for part in out if part))
-
-
-def _elements() -> MarkupElements:
-    elements = MarkupElements()
-    # Mentions are resolved to Mattermost users before conversion (see render_jira_text).
-    elements.remove(Mention)
-    for original, replacement in (
-        (Color, _PlainColor),
-        (Underline, _PlainUnderline),
-        (Superscript, _PlainSuperscript),
-        (Subscript, _PlainSubscript),
-        (InlineQuote, _PlainInlineQuote),
-        (Image, _SafeImage),
-        (Attachment, _SafeAttachment),
-    ):
-        elements.replace(original, replacement)
-    return elements
-
-
-def build_wiki_grammar(forward_type: type[Forward] = _CandidateScan) -> ParserElement:
-    """The jira2markdown grammar (built once: jira2markdown.convert rebuilds it on every call)."""
-    elements = _elements()
-    inline_markup = forward_type()
-    markup = forward_type()
-    inline_markup <<= elements.expr(
-        inline_markup, markup, {}, [element for element in elements if element.is_inline_element]
-    )
-    markup <<= elements.expr(inline_markup, markup, {}, elements)
-    return markup
-
-
-_GRAMMAR = build_wiki_grammar()
-# Bounds the conversion time of one text: text beyond this is cut before conversion.
+# Bounds the conversion of one text: text beyond this is cut before conversion (a post shows at
+# most 3,000 characters of it). With the linear converter of bot/render/wiki.py this costs a few
+# milliseconds at worst (see bench/bench_render.py).
 MAX_CONVERTED_CHARS = 20_000
+# Steps (not time: the core reads no clock) one conversion may take before the text is posted
+# as escaped plain text instead. Linear conversion of MAX_CONVERTED_CHARS needs far fewer.
+CONVERSION_BUDGET = DEFAULT_BUDGET
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~^])")
+
+
+def escape_markdown(text: str) -> str:
+    """`text` shown as it is: every character Markdown could read as markup escaped."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
 
 
 @lru_cache(maxsize=512)
 def jira_to_markdown(text: str) -> str:
-    """Convert Jira wiki markup to Mattermost Markdown. Never raises: on failure, the raw text."""
-    if not text or _MARKUP_HINT.search(text) is None:
+    """Convert Jira wiki markup to Mattermost Markdown. Never raises: when the conversion fails
+    or exceeds its step budget, the text is returned as escaped plain text."""
+    if not text:
         return text
     source = text[:MAX_CONVERTED_CHARS]
     try:
-        return str(_GRAMMAR.transform_string(source))
-    except Exception:  # the grammar is third-party: any failure falls back to the raw text
-        log.warning("could not convert Jira markup (%d chars); posting it raw", len(text), exc_info=True)
-        return text
+        return wiki_to_markdown(source, CONVERSION_BUDGET)
+    except WikiBudgetExceeded:
+        log.warning("Jira markup over its conversion budget (%d chars): posted as plain text", len(text))
+    except Exception:  # any failure must not lose the post
+        log.warning("could not convert Jira markup (%d chars): plain text", len(text), exc_info=True)
+    return escape_markdown(source)
+
+
+# After "](": a link destination Mattermost may follow. Anything else (javascript:, data:,
+# vbscript:, file:, relative paths, entity-encoded schemes) is broken apart.
+_BAD_LINK_DESTINATION = re.compile(r"\]\((?![ \t]*<?(?:https?://|mailto:))", re.IGNORECASE)
+# "<scheme:...>" autolinks with a scheme other than http, https and mailto.
+_BAD_AUTOLINK = re.compile(r"<(?=[a-z][a-z0-9+.\-]{1,31}:)(?!(?:https?|mailto):)", re.IGNORECASE)
+_IMAGE_OPENER = re.compile(r"!(?=\[)")
+ZERO_WIDTH_SPACE = "\u200b"
+
+
+def defuse_markdown_links(text: str) -> str:
+    """Make sure `text` holds no Markdown image and no link to a target other than http, https
+    or mailto, whatever literal Markdown it carried (also inside code, where a later cut could
+    open it up). A zero-width space splits the syntax; the text reads the same."""
+    if "](" in text:
+        text = _BAD_LINK_DESTINATION.sub("]" + ZERO_WIDTH_SPACE + "(", text)
+    if "<" in text:
+        text = _BAD_AUTOLINK.sub("<" + ZERO_WIDTH_SPACE, text)
+    if "!" in text:
+        text = _IMAGE_OPENER.sub("!" + ZERO_WIDTH_SPACE, text)
+    if "]:" in text:  # a reference definition ("[x]: javascript:...") for a link elsewhere
+        text = text.replace("]:", "]" + ZERO_WIDTH_SPACE + ":")
+    return text
 
 
 # --- Jira user mentions ---------------------------------------------------------------------------
 
 # [~username], [~accountid:5b10...] and the aliased form [Jane Doe|~accountid:5b10...].
+# The alias stops at "[": otherwise every "[" of "[[[[..." would scan to the end of the line
+# (quadratic time on hostile text).
 _JIRA_MENTION = re.compile(
-    r"\[(?:(?P<alias>[^|\]\n]*)\|)?~(?P<accountid>accountid:)?(?P<id>[\w\-@.:+]+)\]", re.IGNORECASE
+    r"\[(?:(?P<alias>[^|\[\]\n]*)\|)?~(?P<accountid>accountid:)?(?P<id>[\w\-@.:+]+)\]", re.IGNORECASE
 )
 
 
@@ -268,11 +168,13 @@ def replace_jira_mentions(
 # --- Mention neutralisation -------------------------------------------------------------------------
 
 # Slack-style announcements, which Mattermost's Slack compatibility expands into @channel etc.
-_SLACK_ANNOUNCEMENT = re.compile(r"<!(?P<word>[a-z]+)(?:\|[^>\n]*)?>", re.I)
+# (The label stops at "<", so that "<!a|<!a|..." is read in linear time.)
+_SLACK_ANNOUNCEMENT = re.compile(r"<!(?P<word>[a-z]+)(?:\|[^<>\n]*)?>", re.I)
 # "@" written as an HTML character reference.
 _AT_ENTITY = re.compile(r"&(?:#0*64|#x0*40|commat);", re.I)
 # URL-like spans: a Markdown link destination, or a bare / angle-bracketed URL.
-_URL_SPAN = re.compile(r"\]\([^)\s]*\)|(?i:\b(?:https?|ftp)://)[^\s<>\"]*")
+# (A destination stops at "(" and "]" too, so that "](](](..." is read in linear time.)
+_URL_SPAN = re.compile(r"\]\([^()\]\s]*\)|(?i:\b(?:https?|ftp)://)[^\s<>\"]*")
 # An "@" that Mattermost may read as the start of a mention: one not preceded by a letter or
 # a digit (Mattermost's mention parser splits words on anything else, then also on ".-:"),
 # with the word that follows it.
@@ -303,17 +205,36 @@ def neutralise_mentions(text: str, allowed: Iterable[str] = frozenset()) -> str:
         name = match["name"]
         if not name:
             return match[0]  # a lone "@" (or one already defused) mentions nobody
-        if name.rstrip(_TRAILING_PUNCTUATION).lower() in allowed_lower:
-            return match[0]
+        bare = name.rstrip(_TRAILING_PUNCTUATION)
+        if bare.lower() in allowed_lower:
+            # Mattermost reads "@jane." or "@jane:x" first as a whole word (another user's name,
+            # a remote user): a joiner ends the word at "@jane". One before "@" lets the second
+            # pass see the "@" that follows ("@jane@channel").
+            # Likewise a word it continues ("x.@jane" holds "@jane" but is read as "x", "@jane"
+            # only after a split on ".-:", which also makes "@jane.mm" into "@jane").
+            tail = name[len(bare) :]
+            before = match.string[match.start() - 1] if match.start() else ""
+            lead = ZERO_WIDTH_JOINER if before and before in ".-:_@\\" else ""
+            if tail or match.string.startswith(("@", ":", "\\"), match.end()):
+                return f"{lead}@{bare}{ZERO_WIDTH_JOINER}{tail}"
+            return f"{lead}{match[0]}"
         return f"@{ZERO_WIDTH_JOINER}{name}"
+
+    def defuse_text(part: str) -> str:
+        part = _MENTION.sub(defuse, part)
+        if f"{ZERO_WIDTH_JOINER}@" in part:
+            part = _MENTION.sub(defuse, part)
+        return part
 
     parts: list[str] = []
     last = 0
     for url in _URL_SPAN.finditer(text):
-        parts.append(_MENTION.sub(defuse, text[last : url.start()]))
+        before = defuse_text(text[last : url.start()])
+        # "@http://x" is a mention of "http" (the URL span cut the "@" from its word).
+        parts.append(before + ZERO_WIDTH_JOINER if before.endswith("@") else before)
         parts.append(defuse_url(url))
         last = url.end()
-    parts.append(_MENTION.sub(defuse, text[last:]))
+    parts.append(defuse_text(text[last:]))
     return "".join(parts)
 
 
@@ -336,7 +257,8 @@ def render_jira_text(
     if quote:
         converted = quote_lines(converted)
     restored = restore_mentions(converted, replacements)
-    return neutralise_mentions(truncate(restored, limit), usernames)
+    # Last, so that nothing added on the way (display names, the cut) can bring a link back.
+    return defuse_markdown_links(neutralise_mentions(truncate(restored, limit), usernames))
 
 
 def quote_lines(text: str) -> str:
@@ -347,9 +269,12 @@ def quote_lines(text: str) -> str:
 
 
 __all__ = [
+    "CONVERSION_BUDGET",
+    "MAX_CONVERTED_CHARS",
     "ZERO_WIDTH_JOINER",
     "MentionLookup",
-    "build_wiki_grammar",
+    "defuse_markdown_links",
+    "escape_markdown",
     "jira_to_markdown",
     "mentioned_jira_users",
     "neutralise_mentions",
