@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -46,7 +47,7 @@ from bot.jira.events import IssueEvent
 from bot.mattermost.client import MattermostClient
 from bot.mattermost.console import ConsoleSink
 from bot.mattermost.models import DeliveryError, PostSink
-from bot.mattermost.payloads import ActionFactory
+from bot.mattermost.payloads import ActionFactory, response_url_allowed
 from bot.metrics import Metrics
 from bot.notify.planner import NotificationPlanner
 from bot.notify.sender import DirectMessageSender
@@ -416,6 +417,11 @@ def create_app(
             commands,
             tokens=[t.get_secret_value() for t in settings.mattermost.command_tokens],
             autocomplete=COMMANDS.autocomplete,
+            response_url_allowed=functools.partial(
+                response_url_allowed,
+                mattermost_url=settings.mattermost.url,
+                allowed_hosts=settings.mattermost.response_url_allowed_hosts,
+            ),
         )
 
         interactive = InteractiveHandler(

@@ -68,6 +68,37 @@ def _mention_list(values: Sequence[str]) -> tuple[str, ...]:
     return tuple(v for v in values if v)
 
 
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an http(s) URL, the port filled in; None when there is none."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # a port that is not a number, or out of range
+        return None
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").rstrip(".")
+    if scheme not in ("http", "https") or not host:
+        return None
+    return scheme, host, port or (443 if scheme == "https" else 80)
+
+
+def response_url_allowed(url: str, mattermost_url: str | None, allowed_hosts: Iterable[str] = ()) -> bool:
+    """Whether the bot may post a command's answer to `url`: it must be on Mattermost's own
+    origin (same scheme, host and port as `mattermost_url`) or on one of `allowed_hosts`
+    ("host" for any port, or "host:port"). Anyone who can reach the bot's command endpoint
+    chooses response_url, so any other host would make the bot post wherever they like."""
+    origin = _origin(url)
+    if origin is None:
+        return False
+    if mattermost_url and _origin(mattermost_url) == origin:
+        return True
+    _, host, port = origin
+    for entry in allowed_hosts:
+        entry = entry.strip().lower().rstrip(".")
+        if entry and entry in (host, f"{host}:{port}", f"[{host}]", f"[{host}]:{port}"):
+            return True
+    return False
+
+
 class SlashCommandRequest(_Incoming):
     """The form Mattermost posts for a custom slash command (server's App.ExecuteCommand)."""
 

@@ -65,11 +65,15 @@ class SlashCommandHandler:
         timeout: float = 1.5,
         http: Callable[[], aiohttp.ClientSession] = _default_http,
         autocomplete: Callable[[], dict[str, Any]] | None = None,
+        response_url_allowed: Callable[[str], bool] | None = None,
     ) -> None:
         """`tokens`: the tokens Mattermost shows for the /jira command(s); with none, every
         request is refused. `http` makes a new client session for each delayed answer; the
         session is closed after use. `autocomplete` gives the command tree in Mattermost's
-        AutocompleteData shape, served for tools that register the command."""
+        AutocompleteData shape, served for tools that register the command.
+        `response_url_allowed(url)`: whether a delayed answer may be posted there (the app
+        allows Mattermost's own origin and mattermost.response_url_allowed_hosts); None: any."""
+        self._response_url_allowed = response_url_allowed
         self._service = service
         self._autocomplete = autocomplete
         self._tokens = tuple(t.encode() for t in tokens if t)
@@ -119,6 +123,9 @@ class SlashCommandHandler:
         return await self._answer(command)
 
     async def _answer(self, command: SlashCommandRequest) -> web.Response:
+        if command.response_url and not self._may_post_to(command.response_url):
+            # Answered inline only: a late answer is dropped rather than posted elsewhere.
+            command = command.model_copy(update={"response_url": ""})
         task = asyncio.create_task(self._run(command), name=f"slash-command {command.command}")
         try:
             done, _ = await asyncio.wait({task}, timeout=self._timeout)
@@ -156,9 +163,22 @@ class SlashCommandHandler:
             return
         await self.post_to_response_url(command.response_url, response)
 
+    def _may_post_to(self, url: str) -> bool:
+        if self._response_url_allowed is None or self._response_url_allowed(url):
+            return True
+        log.warning(
+            "response_url on host %r refused: neither mattermost.url's origin nor in "
+            "mattermost.response_url_allowed_hosts",
+            urlsplit(url).hostname,
+        )
+        return False
+
     async def post_to_response_url(self, url: str, response: CommandResponse) -> bool:
         """POST a CommandResponse to a command's response_url; True when Mattermost took it.
-        Retried once on a network error or a 5xx/429; failures are logged, not raised."""
+        Retried once on a network error or a 5xx/429; failures are logged, not raised. A URL
+        `response_url_allowed` refuses is not posted to (False)."""
+        if not self._may_post_to(url):
+            return False
         body = response.to_json_bytes()
         where = urlsplit(url).netloc  # the path holds the hook id, a capability: not logged
         for attempt in range(1, RESPONSE_URL_ATTEMPTS + 1):
