@@ -58,6 +58,7 @@ from bot.pipeline.issue_memory import IssueMemory
 from bot.pipeline.processor import EventProcessor
 from bot.pipeline.subscriptions import SubscriptionCache
 from bot.security.signing import ContextSigner, derive_key
+from bot.security.urls import UrlPolicy
 from bot.store.db import Database, make_engine
 from bot.store.nonces import StoreNonces
 from bot.web.gate_api import GateApi
@@ -140,6 +141,19 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
 
 
+def _installed_needs_public(settings: Settings, directory: InstanceDirectory) -> Callable[[str], bool]:
+    """Which Jira sites the gateway reaches at public addresses only: those installed from chat
+    (configured ones are the operator's choice), unless private instance URLs are allowed."""
+
+    def needs(rest_base: str) -> bool:
+        if settings.security.allow_private_instance_urls:
+            return False
+        inst = directory.find(rest_base)
+        return inst is not None and inst.source == "installed"
+
+    return needs
+
+
 def _command_service(
     settings: Settings,
     db: Database,
@@ -152,7 +166,9 @@ def _command_service(
 ) -> CommandService:
     master = load_or_create_key(settings)
     cipher = TokenCipher(master)
-    gateway = JiraGateway.from_settings(settings.jira)
+    gateway = JiraGateway.from_settings(
+        settings.jira, public_only=_installed_needs_public(settings, directory)
+    )
 
     async def verify(base_url: str, credentials: Credentials) -> JiraIdentity:
         inst = directory.find(base_url)
@@ -323,7 +339,11 @@ def create_app(
     the_sink = sink if sink is not None else make_sink(settings)
     db = database if database is not None else Database(make_engine(settings.database_url))
     subs = SubscriptionCache(db.subscriptions, db.kv)
-    directory = InstanceDirectory(settings.jira.instances, db.kv)
+    directory = InstanceDirectory(
+        settings.jira.instances,
+        db.kv,
+        check_url=UrlPolicy(allow_private=settings.security.allow_private_instance_urls).check,
+    )
 
     services: Services | None = None
 

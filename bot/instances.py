@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
 from bot.config import CloudOAuthSettings, JiraInstanceSettings, ServerOAuthSettings, ServiceAccount
+from bot.security.urls import SETTING as PRIVATE_URLS_SETTING
+from bot.security.urls import UnsafeUrl
 from bot.store.interfaces import KeyValueRepository
 
 INSTALLED_KEY = "instances:installed"
@@ -57,11 +59,23 @@ def _from_settings(s: JiraInstanceSettings) -> Instance:
 
 
 class InstanceDirectory:
-    """Configured instances come first and cannot be uninstalled from chat."""
+    """Configured instances come first and cannot be uninstalled from chat.
 
-    def __init__(self, configured: Sequence[JiraInstanceSettings], kv: KeyValueRepository) -> None:
+    `check_url` (the app passes UrlPolicy.check) refuses, with UnsafeUrl, a URL installed
+    from chat that leads to a private address: users would send their tokens there. Configured
+    instances are not checked: the operator wrote them, and on-premises Jira is often private.
+    """
+
+    def __init__(
+        self,
+        configured: Sequence[JiraInstanceSettings],
+        kv: KeyValueRepository,
+        *,
+        check_url: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
         self._configured = tuple(_from_settings(s) for s in configured)
         self._kv = kv
+        self._check_url = check_url
         self._installed: tuple[Instance, ...] = ()
         self._aliases: dict[str, str] = {}  # url -> alias set from chat, for any instance
         self._default = ""
@@ -127,10 +141,27 @@ class InstanceDirectory:
             raise InstanceError(f"{url} is installed already.")
         if alias and self.find(alias):
             raise InstanceError(f"The alias {alias!r} is taken.")
+        if self._check_url is not None:
+            try:
+                await self._check_url(url)
+            except UnsafeUrl as e:
+                raise InstanceError(
+                    f"{url} is refused: {e} Users' Jira tokens would be sent there. For Jira on a "
+                    f"private network, set `{PRIVATE_URLS_SETTING}: true` in the configuration file."
+                    if e.address is not None
+                    else f"{url} is refused: {e}"
+                ) from None
         inst = Instance(url=url, type=type_, alias=alias, source="installed")
         self._installed = (*self._installed, inst)
         await self._save()
         return inst
+
+    async def check_before_sending(self, inst: Instance) -> None:
+        """Raise UnsafeUrl when a user's token may not be sent to `inst` now. An instance
+        installed from chat is checked again each time: its name may resolve elsewhere than at
+        install (DNS rebinding)."""
+        if inst.source == "installed" and self._check_url is not None:
+            await self._check_url(inst.url)
 
     async def uninstall(self, name: str) -> Instance:
         inst = self.find(name)

@@ -57,6 +57,7 @@ from bot.accounts.store import ConnectionStore
 from bot.config import JiraSettings, Settings
 from bot.instances import Instance, InstanceDirectory
 from bot.jira.credentials import Credentials, OAuth1Token, OAuth2Token, PersonalAccessToken
+from bot.security.urls import UnsafeUrl
 from bot.store.interfaces import KeyValueRepository
 
 log = logging.getLogger(__name__)
@@ -202,6 +203,18 @@ class AccountService:
     def _configured(self, instance_id: str) -> Instance | None:
         return self._instances.find(instance_id)
 
+    async def _check_reachable(self, inst: Instance) -> None:
+        """Before anything is sent to an instance installed from chat: its host must still lead
+        to public addresses (checked again here against DNS rebinding)."""
+        try:
+            await self._instances.check_before_sending(inst)
+        except UnsafeUrl as e:
+            log.warning("connect to %s refused: %s", inst.url, e)
+            raise AccountError(
+                f"Jira at {inst.url} cannot be connected: {e} Nothing was sent there. "
+                "Ask a system admin to check the instance."
+            ) from None
+
     def needs_token_dialog(self, instance: str) -> bool:
         """True when users of this instance connect by pasting a personal access token (Jira
         Server/DC without an application link configured)."""
@@ -233,6 +246,7 @@ class AccountService:
         else:
             if inst.oauth1 is None:
                 raise AccountError(f"Connect to {inst.url} with a personal access token instead.")
+            await self._check_reachable(inst)
             try:
                 pair = await self._oauth1.request_token(inst)
             except OAuth1Error as exc:
@@ -370,6 +384,7 @@ class AccountService:
         credentials = self._credentials(inst, secret)
         if credentials is None:
             raise AccountError(f"{inst.url} cannot be connected this way any more; ask a system admin.")
+        await self._check_reachable(inst)
         try:
             identity = await self._verify(inst.url, credentials)
         except TokenRejected:

@@ -62,6 +62,7 @@ from bot.jira.rest_models import (
     RestUser,
     has_more,
 )
+from bot.security.http_guard import PublicOnlyAdapter
 
 __all__ = [
     "AllowedValue",
@@ -206,8 +207,13 @@ class JiraGateway:
         *,
         retry_after_cap: float = 2.0,
         cache_size: int = 128,
+        public_only: Callable[[str], bool] | None = None,
     ) -> None:
+        """`public_only(rest_base)`: True when that site may only be reached at public
+        addresses (an instance installed from chat); its connections are then checked on the
+        socket, so a user's token never goes to a private address (see bot/security/http_guard)."""
         self.max_workers = max_workers
+        self._public_only = public_only
         self.timeout = timeout
         self.retry_after_cap = retry_after_cap
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="jira")
@@ -216,8 +222,12 @@ class JiraGateway:
         self._closed = False
 
     @classmethod
-    def from_settings(cls, settings: JiraSettings) -> JiraGateway:
-        return cls(settings.max_concurrent_requests, settings.request_timeout_seconds)
+    def from_settings(
+        cls, settings: JiraSettings, *, public_only: Callable[[str], bool] | None = None
+    ) -> JiraGateway:
+        return cls(
+            settings.max_concurrent_requests, settings.request_timeout_seconds, public_only=public_only
+        )
 
     def session(self, base_url: str, credentials: Credentials, *, is_cloud: bool) -> JiraSession:
         """A session acting as the owner of `credentials` on the Jira site `base_url`.
@@ -256,7 +266,9 @@ class JiraGateway:
             # methods at construction.
             jira._session.auth = oauth1_auth(credentials)
         # As many pooled connections as workers, so none is thrown away under load.
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=self.max_workers)
+        guarded = self._public_only is not None and self._public_only(rest_base)
+        adapter_class = PublicOnlyAdapter if guarded else HTTPAdapter
+        adapter = adapter_class(pool_connections=4, pool_maxsize=self.max_workers)
         jira._session.mount("https://", adapter)
         jira._session.mount("http://", adapter)
         return jira

@@ -11,7 +11,11 @@ from typing import Any
 import pytest
 
 from bot.chat.listener import ChatListener, build_chat_listener
-from tests.commands.conftest import Harness, harness  # noqa: F401  (the fixture, re-exported)
+from tests.commands.conftest import (  # noqa: F401  (the fixtures, re-exported)
+    Harness,
+    allow_private_instance_urls,
+    harness,
+)
 
 FAST = {
     "workers": 2,

@@ -147,7 +147,13 @@ class Harness:
 
 
 def harness_settings(
-    tmp_path: Path, *, bot_url: str, mm_url: str, cloud_url: str, server_url: str
+    tmp_path: Path,
+    *,
+    bot_url: str,
+    mm_url: str,
+    cloud_url: str,
+    server_url: str,
+    allow_private_instance_urls: bool = True,
 ) -> Settings:
     cfg = tmp_path / "config.yaml"
     cfg.write_text(
@@ -162,6 +168,8 @@ jira:
       oauth: {{client_id: app-id, client_secret: app-secret}}
       service_account: {{email: {SERVICE_EMAIL}, api_token: {SERVICE_TOKEN}}}
     - {{url: "{server_url}", type: server, alias: {SERVER_ALIAS}}}
+# The fakes listen on 127.0.0.1, and example.com names resolve nowhere.
+security: {{allow_private_instance_urls: {str(allow_private_instance_urls).lower()}}}
 """
     )
     return load_settings(
@@ -179,7 +187,15 @@ jira:
 
 
 @pytest.fixture
-async def harness(tmp_path: Path, unused_tcp_port_factory: Any) -> AsyncIterator[Harness]:
+def allow_private_instance_urls() -> bool:
+    """Tests of the refusal parametrize this to False."""
+    return True
+
+
+@pytest.fixture
+async def harness(
+    tmp_path: Path, unused_tcp_port_factory: Any, allow_private_instance_urls: bool
+) -> AsyncIterator[Harness]:
     mm = FakeMattermost()
     users = {
         "alice": mm.add_user("alice", email="alice@example.com", first_name="Alice"),
@@ -204,7 +220,12 @@ async def harness(tmp_path: Path, unused_tcp_port_factory: Any) -> AsyncIterator
     port = unused_tcp_port_factory()
     bot_url = f"http://127.0.0.1:{port}"
     settings = harness_settings(
-        tmp_path, bot_url=bot_url, mm_url=mm.url, cloud_url=cloud_url, server_url=server_url
+        tmp_path,
+        bot_url=bot_url,
+        mm_url=mm.url,
+        cloud_url=cloud_url,
+        server_url=server_url,
+        allow_private_instance_urls=allow_private_instance_urls,
     )
     app = create_app(settings)
     bot_srv = TestServer(app, port=port)

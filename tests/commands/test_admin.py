@@ -101,6 +101,42 @@ async def test_install_errors(harness: Harness) -> None:
     assert "cannot be an alias" in await say("instance install server https://other.example.com bad/alias")
 
 
+PRIVATE_URLS = [
+    "http://127.0.0.1:9",
+    "http://169.254.169.254",
+    "http://2130706433/",
+    "http://0x7f.1/",
+    "http://[::ffff:127.0.0.1]:9",
+    "https://[::1]",
+    "http://0.0.0.0:8080",
+]
+
+
+@pytest.mark.parametrize("allow_private_instance_urls", [False])
+@pytest.mark.parametrize("url", PRIVATE_URLS)
+async def test_install_refuses_private_addresses(harness: Harness, url: str) -> None:
+    answer = (await harness.command("admin", f"instance install server {url} inside"))["text"]
+    assert "is refused" in answer
+    assert "a loopback, private, link-local or multicast address" in answer
+    assert "set `security.allow_private_instance_urls: true` in the configuration file" in answer
+    assert harness.services.instances.find("inside") is None
+    assert "inside" not in (await harness.command("admin", "instance list"))["text"]
+
+
+@pytest.mark.parametrize("allow_private_instance_urls", [False])
+async def test_configured_private_instances_still_work_without_the_setting(harness: Harness) -> None:
+    # The operator wrote them in the config file: only chat installs are checked.
+    jira_bob = harness.server.add_user("Bob", email="bob@example.com")
+    await harness.connect_server("bob", jira_bob)
+    assert "Bob" in (await harness.command("bob", "me"))["text"]
+
+
+async def test_install_of_a_private_address_with_the_setting(harness: Harness) -> None:
+    answer = (await harness.command("admin", "instance install server http://127.0.0.1:9 inside"))["text"]
+    assert "inside (http://127.0.0.1:9) is installed" in answer
+    assert harness.services.instances.find("inside") is not None
+
+
 async def test_uninstall_errors_and_subscriptions_left_behind(harness: Harness) -> None:
     assert "comes from the config file" in (await harness.command("admin", "instance uninstall dc"))["text"]
     assert "No instance 'nowhere'" in (await harness.command("admin", "instance uninstall nowhere"))["text"]
