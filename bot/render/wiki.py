@@ -21,7 +21,6 @@ links (an inline image would make every reader's client fetch an outside URL).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 # Enough for any text of MAX_CONVERTED_CHARS: the converter spends well under 20 steps a
 # character on the worst inputs of bench/bench_render.py; this leaves a wide margin.
@@ -48,7 +47,10 @@ _EFFECTS: dict[str, tuple[str, str]] = {
 _LITERAL = {"*": "\\*"}
 # A line without any of these is already Markdown as it stands.
 _INLINE_SPECIAL = re.compile(r"[*_\-+^~?\[!{\\]|(?i:https?|ftp)://")
+_INLINE_NEEDLES = ("]", "|", "!", "}}")
+_BRACKET, _BAR, _BANG, _MONO = range(4)
 _MACROS = ("code", "noformat", "quote", "panel")
+_MACRO_CLOSERS = tuple("{" + name + "}" for name in _MACROS)
 _MACRO_OPEN = re.compile(r"\{(code|noformat|quote|panel)[:}|]")
 _MAX_TAG = 400  # longest opening macro tag ({code:lang|title=...}) looked at
 _MAX_COLOR_TAG = 48
@@ -76,26 +78,26 @@ def _fence(text: str, char: str = "`", minimum: int = 3) -> str:
     return char * max(minimum, longest + 1)
 
 
-@dataclass(slots=True)
-class _Finder:
-    """Next occurrence of `needle` in `text` at or after a position, searching each stretch of
-    the text at most once when positions only grow (as they do in a left-to-right scan)."""
+class _Searches:
+    """Forward searches in `text` for a few needles: the next occurrence at or after a position,
+    each stretch of the text searched at most once while positions only grow (as they do in a
+    left-to-right scan). State is kept in one list of ints: few objects for the collector."""
 
-    text: str
-    needle: str
-    searched_from: int = -1
-    found: int = -1
+    __slots__ = ("needles", "state", "text")
 
-    def next(self, start: int, conv: _Converter) -> int:
-        if self.searched_from >= 0 and start >= self.searched_from:
-            if self.found == -1 or self.found >= start:
-                return self.found
-            begin = max(start, self.found + 1)
-        else:
-            begin = start
-        found = self.text.find(self.needle, begin)
-        conv.spend((found if found >= 0 else len(self.text)) - begin + 1)
-        self.searched_from, self.found = start, found
+    def __init__(self, text: str, needles: tuple[str, ...]) -> None:
+        self.text = text
+        self.needles = needles
+        self.state = [-1] * (2 * len(needles))  # per needle: searched from, found at
+
+    def next(self, slot: int, start: int, conv: _Converter) -> int:
+        state = self.state
+        searched_from, found = state[2 * slot], state[2 * slot + 1]
+        if searched_from >= 0 and start >= searched_from and (found == -1 or found >= start):
+            return found
+        found = self.text.find(self.needles[slot], start)
+        conv.spend((found if found >= 0 else len(self.text)) - start + 1)
+        state[2 * slot], state[2 * slot + 1] = start, found
         return found
 
 
@@ -114,7 +116,7 @@ class _Converter:
     def blocks(self, text: str, depth: int = 0) -> list[str]:
         """Lines of Markdown for `text`: macro blocks cut out, the rest read line by line."""
         out: list[str] = []
-        closers = {name: _Finder(text, "{" + name + "}") for name in _MACROS}
+        closers = _Searches(text, _MACRO_CLOSERS)
         flow_start = pos = 0
         size = len(text)
         while depth < _MAX_DEPTH:
@@ -130,7 +132,7 @@ class _Converter:
             self.spend((tag_end if tag_end >= 0 else window) - after + 1)
             if tag_end < 0 or newline >= 0:
                 continue
-            close = closers[name].next(tag_end + 1, self)
+            close = closers.next(_MACROS.index(name), tag_end + 1, self)
             if close < 0:
                 continue
             params = text[after + 1 : tag_end] if text[after] != "}" else ""
@@ -269,19 +271,15 @@ class _Converter:
             self.spend(len(s) // 8 + 1)
             return s
         out: list[str] = []
-        stack: list[tuple[str, int]] = []  # open delimiters: (token, index of its placeholder)
+        # Open delimiters: their tokens and the index in `out` of their placeholders (two lists
+        # of atoms rather than a list of tuples: fewer objects for the collector).
+        stack_tokens: list[str] = []
+        stack_index: list[int] = []
         open_count: dict[str, int] = dict.fromkeys(_EFFECTS, 0)
-        brackets = _Finder(s, "]")
-        bars = _Finder(s, "|")
-        bangs = _Finder(s, "!")
-        monos = _Finder(s, "}}")
+        searches = _Searches(s, _INLINE_NEEDLES)
         size = len(s)
         i = 0
         text_start = 0  # start of the pending run of plain characters
-
-        def flush(end: int) -> None:
-            if end > text_start:
-                out.append(s[text_start:end])
 
         while i < size:
             self.spend(1)
@@ -294,22 +292,25 @@ class _Converter:
                 token = "??" if ch == "?" and length == 2 else ch if length == 1 and ch != "?" else ""
                 if not token:
                     if ch == "-" and length in (2, 3) and _dash_word(s, i, run):
-                        flush(i)
+                        if i > text_start:
+                            out.append(s[text_start:i])
                         out.append("–" if length == 2 else "—")
                         i = text_start = run
                     else:
-                        flush(i)
+                        if i > text_start:
+                            out.append(s[text_start:i])
                         out.append(_LITERAL.get(ch, ch) * length)
                         i = text_start = run
                     continue
-                flush(i)
+                if i > text_start:
+                    out.append(s[text_start:i])
                 before = s[i - 1] if i else ""
                 after = s[run] if run < size else ""
                 can_close = bool(before) and not before.isspace() and (not after or not _is_word(after))
                 can_open = (not before or not _is_word(before)) and bool(after) and not after.isspace()
                 if can_close and open_count[token]:
-                    while stack:
-                        top, index = stack.pop()
+                    while stack_tokens:
+                        top, index = stack_tokens.pop(), stack_index.pop()
                         open_count[top] -= 1
                         self.spend(1)
                         if top == token:
@@ -317,7 +318,8 @@ class _Converter:
                     out[index] = _EFFECTS[token][0]
                     out.append(_EFFECTS[token][1])
                 elif can_open:
-                    stack.append((token, len(out)))
+                    stack_tokens.append(token)
+                    stack_index.append(len(out))
                     open_count[token] += 1
                     out.append(_LITERAL.get(token, token))
                 else:
@@ -325,28 +327,31 @@ class _Converter:
                 i = text_start = run
                 continue
             if ch == "[":
-                end = brackets.next(i + 1, self)
+                end = searches.next(_BRACKET, i + 1, self)
                 if end >= 0:
-                    replacement = self.bracket(s, i, end, bars)
+                    replacement = self.bracket(s, i, end, searches)
                     if replacement is not None:
-                        flush(i)
+                        if i > text_start:
+                            out.append(s[text_start:i])
                         out.append(replacement)
                         i = text_start = end + 1
                         continue
             elif ch == "!" and (i == 0 or not _is_word(s[i - 1])):
-                end = bangs.next(i + 1, self)
+                end = searches.next(_BANG, i + 1, self)
                 if end >= 0 and end < size:
-                    replacement = self.image(s, i, end, bars)
+                    replacement = self.image(s, i, end, searches)
                     if replacement is not None:
-                        flush(i)
+                        if i > text_start:
+                            out.append(s[text_start:i])
                         out.append(replacement)
                         i = text_start = end + 1
                         continue
             elif ch == "{":
                 if s.startswith("{{", i):
-                    end = monos.next(i + 2, self)
+                    end = searches.next(_MONO, i + 2, self)
                     if end > i + 2:
-                        flush(i)
+                        if i > text_start:
+                            out.append(s[text_start:i])
                         out.append(_code_span(s[i + 2 : end]))
                         self.spend(end - i)
                         i = text_start = end + 2
@@ -354,11 +359,13 @@ class _Converter:
                 elif s.startswith("{color", i):
                     end = s.find("}", i, min(size, i + _MAX_COLOR_TAG))
                     if end > 0 and (end == i + 6 or s[i + 6] == ":"):
-                        flush(i)
+                        if i > text_start:
+                            out.append(s[text_start:i])
                         i = text_start = end + 1
                         continue
             elif ch == "\\":
-                flush(i)
+                if i > text_start:
+                    out.append(s[text_start:i])
                 nxt = s[i + 1] if i + 1 < size else ""
                 if nxt == "\\":
                     out.append(newline)
@@ -377,20 +384,22 @@ class _Converter:
                     while end < size and s[end] not in _URL_STOP:
                         end += 1
                     self.spend(end - i)
-                    flush(i)
+                    if i > text_start:
+                        out.append(s[text_start:i])
                     out.append(s[i:end])  # as is: its "*", "_" or "-" are not markup
                     i = text_start = end
                     continue
             i += 1
-        flush(size)
+        if size > text_start:
+            out.append(s[text_start:size])
         return "".join(out)
 
-    def bracket(self, s: str, start: int, end: int, bars: _Finder) -> str | None:
+    def bracket(self, s: str, start: int, end: int, searches: _Searches) -> str | None:
         """[text|url], [url], [mailto:x], [^attachment]; None when it is plain text."""
         if s.startswith("^", start + 1):
             self.spend(end - start)
             return self.inline(s[start + 2 : end])
-        bar = bars.next(start + 1, self)
+        bar = searches.next(_BAR, start + 1, self)
         has_alias = 0 <= bar < end
         target_start = bar + 1 if has_alias else start + 1
         head = s[target_start : target_start + 8].lower()
@@ -409,12 +418,12 @@ class _Converter:
             return self.inline(s[start + 1 : bar])
         return None
 
-    def image(self, s: str, start: int, end: int, bars: _Finder) -> str | None:
+    def image(self, s: str, start: int, end: int, searches: _Searches) -> str | None:
         """!url! or !file.png|thumbnail! as a link (never an inline image); None when the "!"
         pair is not an image (an exclamation, or text between two of them)."""
         if end - start < 4 or s[start + 1].isspace():
             return None
-        bar = bars.next(start + 1, self)
+        bar = searches.next(_BAR, start + 1, self)
         url_end = bar if 0 <= bar < end else end
         self.spend(url_end - start)
         url = s[start + 1 : url_end]
