@@ -67,6 +67,8 @@ from bot.web.jira_webhook import JiraWebhookHandler
 from bot.web.mm_command import SlashCommandHandler
 from bot.web.mm_interactive import InteractiveHandler
 from bot.web.oauth import OAuthHandler
+from bot.web.responses import json_response
+from bot.web.server import body_deadline
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +134,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         raise
     except asyncio.CancelledError:
         raise
+    except ConnectionError as e:
+        # The client went away (e.g. mid-upload): nothing to answer, nothing to fix.
+        log.debug("%s %s: client disconnected (%s)", request.method, request.path, type(e).__name__)
+        return web.Response(status=400)
+    except RecursionError:
+        # Input nested deeper than any parser's recursion limit: bad input, not a bug.
+        log.info("%s %s: request nested too deeply", request.method, request.path)
+        return json_response(
+            {"status": "bad_request", "reason": "the request is nested too deeply"}, status=400
+        )
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return web.Response(
@@ -332,7 +344,10 @@ def create_app(
 ) -> web.Application:
     """Build the application. `sink`, `clock` and `database` replace the ones the settings
     describe (tests use them); `run_workers=False` leaves processing to the caller."""
-    app = web.Application(client_max_size=settings.server.max_body_bytes, middlewares=[error_middleware])
+    app = web.Application(
+        client_max_size=settings.server.max_body_bytes,
+        middlewares=[error_middleware, body_deadline(settings.server.body_read_timeout_seconds)],
+    )
     metrics = Metrics()
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     secret = webhook_secret(settings)

@@ -26,7 +26,7 @@ from aiohttp import web
 from bot.gate.config import ChangeGateSettings, PipelineToken
 from bot.gate.model import Decision, Gate, GateRequest
 from bot.gate.service import GateNotFound, GateService, IdempotencyConflict, InvalidGateRequest, body_hash
-from bot.web.responses import json_response
+from bot.web.responses import BadJson, json_response, parse_json
 
 log = logging.getLogger(__name__)
 
@@ -227,9 +227,9 @@ async def _object(request: web.Request) -> dict[str, Any]:
     if request.content_type != "application/json":
         raise _Problem(400, "the body must be JSON (Content-Type: application/json)")
     try:
-        body = await request.json()
-    except ValueError:
-        raise _Problem(400, "the body is not valid JSON") from None
+        body = parse_json(await request.read())
+    except BadJson as e:
+        raise _Problem(400, str(e)) from None
     if not isinstance(body, dict):
         raise _Problem(400, "the body must be a JSON object")
     return body

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from bot.jira.instances import decode_instance_id
 from bot.pipeline.intake import Intake, IntakeResult, Outcome, Route, WebhookRequest
-from bot.web.responses import json_response
+from bot.web.responses import RepeatedParameter, json_response, single_query_value
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,11 @@ class JiraWebhookHandler:
         return await self._handle(request, "legacy")
 
     async def _handle(self, request: web.Request, route: Route) -> web.Response:
-        given = request.query.get("secret", "")
+        try:
+            given = single_query_value(request.query, "secret")
+        except RepeatedParameter as e:
+            self._intake.count("bad_request")
+            return _json(400, {"status": "bad_request", "reason": str(e)})
         if not self._secrets or not secret_matches(given, self._secrets):
             self._intake.count("forbidden")
             return _json(403, {"status": "forbidden", "reason": "missing or wrong secret"})

@@ -105,7 +105,11 @@ class SlashCommandHandler:
         pairs = parse_qsl(text, keep_blank_values=True) if text else []
 
         # Mattermost sends the token both as a form field and as "Authorization: Token …".
-        given = [v for k, v in pairs if k == "token"][:1]
+        given = [v for k, v in pairs if k == "token"]
+        if len(given) > 1:
+            # Never sent by Mattermost; which copy counts would be a guess.
+            log.warning("slash command refused: the token field is given more than once")
+            return command_json(CommandResponse.ephemeral("The command request is not valid."), 400)
         scheme, _, value = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() == "token" and value.strip():
             given.append(value.strip())

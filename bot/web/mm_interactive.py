@@ -17,7 +17,6 @@ the repeat is answered "already submitted". See `dialog` for when a claim is giv
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -41,7 +40,7 @@ from bot.security.signing import (
     NonceClaims,
     ReplayedContext,
 )
-from bot.web.responses import json_response
+from bot.web.responses import BadJson, json_response, parse_json
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +78,8 @@ def _plain_json(data: dict[str, Any], status: int = 200) -> web.Response:
 
 async def _read_object(request: web.Request) -> dict[str, Any] | None:
     try:
-        data = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError):
+        data = parse_json(await request.read())
+    except BadJson:
         return None
     return data if isinstance(data, dict) else None
 

@@ -18,6 +18,7 @@ from bot.accounts.models import AccountError, Connection
 from bot.accounts.oauth1_server import CALLBACK_PATH as OAUTH1_CALLBACK_PATH
 from bot.accounts.oauth_cloud import CALLBACK_PATH as CLOUD_CALLBACK_PATH
 from bot.accounts.service import CONNECT_PATH, STATE_TTL, AccountService
+from bot.web.responses import RepeatedParameter, single_query_value
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,10 @@ class OAuthHandler:
         ]
 
     async def connect(self, request: web.Request) -> web.StreamResponse:
-        state = request.query.get("state", "")
+        try:
+            state = single_query_value(request.query, "state")
+        except RepeatedParameter as exc:
+            return _failure(str(exc))
         cookie = browser_cookie_name(state)
         try:
             redirect = await self._service.open_connect(state, request.cookies.get(cookie), now=self._clock())
@@ -113,13 +117,17 @@ class OAuthHandler:
         return response
 
     async def cloud_callback(self, request: web.Request) -> web.StreamResponse:
-        state = request.query.get("state", "")
+        try:
+            state = single_query_value(request.query, "state")
+            code = single_query_value(request.query, "code")
+        except RepeatedParameter as exc:
+            return _failure(str(exc))
         return await self._complete(
             request,
             state,
             lambda nonce: self._service.complete_cloud(
                 state,
-                request.query.get("code", ""),
+                code,
                 browser_nonce=nonce,
                 now=self._clock(),
                 error=request.query.get("error", ""),
@@ -127,12 +135,17 @@ class OAuthHandler:
         )
 
     async def oauth1_callback(self, request: web.Request) -> web.StreamResponse:
-        token = request.query.get("oauth_token", "")
+        try:
+            token, verifier = (
+                single_query_value(request.query, n) for n in ("oauth_token", "oauth_verifier")
+            )
+        except RepeatedParameter as exc:
+            return _failure(str(exc))
         return await self._complete(
             request,
             token,
             lambda nonce: self._service.complete_oauth1(
-                token, request.query.get("oauth_verifier", ""), browser_nonce=nonce, now=self._clock()
+                token, verifier, browser_nonce=nonce, now=self._clock()
             ),
         )
 
