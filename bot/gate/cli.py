@@ -29,7 +29,7 @@ from typing import Any, NoReturn, TextIO
 
 import aiohttp
 
-from bot.pipeline.backoff import retry_delay
+from bot.backoff import retry_delay
 
 EXIT_PROCEED = 0
 EXIT_FAIL = 1

@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 
-from bot.pipeline.backoff import retry_delay
+from bot.backoff import retry_delay
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from bot.config import ChannelPostSettings, DeliverySettings
 from bot.mattermost.models import DeliveryError, OutgoingPost, PostSink
 from bot.metrics import Metrics
-from bot.pipeline.backoff import retry_delay
+from bot.backoff import retry_delay
 from bot.pipeline.loop import give_way, work_loop
 from bot.store.interfaces import Delivery, DeliveryRepository, NewThreadRoot, ThreadRepository
 

@@ -1,4 +1,4 @@
-from bot.pipeline.backoff import retry_delay
+from bot.backoff import retry_delay
 
 
 def test_backoff_grows_and_is_capped() -> None:

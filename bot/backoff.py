@@ -1,4 +1,6 @@
-"""Retry timing for deliveries. Pure: the random source is passed in."""
+"""Retry timing: capped exponential backoff with jitter, shared by every retrying client.
+
+Pure: the random source is passed in."""
 
 from __future__ import annotations
 
