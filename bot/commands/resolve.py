@@ -6,10 +6,12 @@ gets back one choice to apply, several to offer as buttons, or none with a sente
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import permutations
-from typing import Any, Generic, Literal, TypeVar
+from typing import Generic, Literal, TypeVar
+
+from bot.jira.rest_models import JiraUserCandidate, Transition, compact_name
 
 T = TypeVar("T")
 
@@ -36,10 +38,7 @@ class ResolveResult(Generic[T]):
         return self.candidates[0] if self.kind == "one" else None
 
 
-def _compact(text: str) -> str:
-    """Case-, space- and punctuation-insensitive form: "In-Progress", "in progress" and
-    "InProgress" are the same state, and "wont do" finds "Won't Do"."""
-    return "".join(ch for ch in text.casefold() if ch.isalnum())
+_compact = compact_name
 
 
 def _tier(query: str, texts: Iterable[str]) -> int | None:
@@ -62,26 +61,6 @@ def _listing(items: Iterable[str]) -> str:
 
 
 # -- transitions ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Transition:
-    id: str
-    name: str
-    to_status: str
-
-    @classmethod
-    def from_rest(cls, payload: Mapping[str, Any]) -> Transition:
-        """From an element of Jira's `GET /issue/{key}/transitions` answer."""
-        to = payload.get("to") or {}
-        return cls(id=str(payload.get("id", "")), name=payload.get("name", ""), to_status=to.get("name", ""))
-
-    @property
-    def label(self) -> str:
-        """What a button shows: the target state, and the transition when it says otherwise."""
-        if not self.name or _compact(self.name) == _compact(self.to_status):
-            return self.to_status
-        return f"{self.name} → {self.to_status}"
 
 
 def match_transitions(
@@ -125,42 +104,6 @@ def match_transitions(
 
 
 # -- users ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class JiraUserCandidate:
-    """An assignable Jira user: Cloud identifies it by `account_id`, Server/DC by `name`."""
-
-    display_name: str = ""
-    account_id: str = ""
-    name: str = ""
-    email: str = ""
-
-    @classmethod
-    def from_rest(cls, payload: Mapping[str, Any]) -> JiraUserCandidate:
-        """From an element of Jira's assignable-user search answer (Cloud or Server)."""
-        return cls(
-            display_name=payload.get("displayName") or "",
-            account_id=payload.get("accountId") or "",
-            name=payload.get("name") or "",
-            email=payload.get("emailAddress") or "",
-        )
-
-    @property
-    def identifier(self) -> str:
-        return self.account_id or self.name
-
-    def assignee_field(self) -> dict[str, str]:
-        """The `assignee` value Jira expects: `accountId` and `name` are mutually exclusive,
-        and Cloud only accepts `accountId`."""
-        return {"accountId": self.account_id} if self.account_id else {"name": self.name}
-
-    @property
-    def label(self) -> str:
-        """Name with username and email, as the plugin lists ambiguous assignees."""
-        extra = ", ".join(x for x in (self.name, self.email) if x)
-        shown = self.display_name or self.name or self.account_id
-        return f"{shown} ({extra})" if extra else shown
 
 
 def _words(text: str) -> list[str]:

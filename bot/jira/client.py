@@ -38,7 +38,6 @@ from pydantic import ValidationError
 from requests.adapters import HTTPAdapter
 from requests_oauthlib import OAuth1
 
-from bot.commands.resolve import JiraUserCandidate, Transition
 from bot.config import JiraSettings
 from bot.jira.credentials import ApiToken, Credentials, OAuth1Token, OAuth2Token, PersonalAccessToken
 from bot.jira.errors import JiraError, error_for_status, jira_error_detail, parse_retry_after
@@ -50,6 +49,7 @@ from bot.jira.rest_models import (
     IssueCard,
     IssueTypeMeta,
     JiraAccount,
+    JiraUserCandidate,
     ProjectRef,
     RestCreated,
     RestFieldMeta,
@@ -60,6 +60,7 @@ from bot.jira.rest_models import (
     RestLegacyCreateMeta,
     RestProject,
     RestUser,
+    Transition,
     has_more,
 )
 from bot.security.http_guard import PublicOnlyAdapter

@@ -8,6 +8,7 @@ each model accepts both. The frozen dataclasses are what `JiraSession` hands to 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -306,3 +307,65 @@ class CreatedIssue:
     id: str
     key: str
     browse_url: str
+
+
+def compact_name(text: str) -> str:
+    """Case-, space- and punctuation-insensitive form: "In-Progress", "in progress" and
+    "InProgress" are the same state, and "wont do" finds "Won't Do"."""
+    return "".join(ch for ch in text.casefold() if ch.isalnum())
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    id: str
+    name: str
+    to_status: str
+
+    @classmethod
+    def from_rest(cls, payload: Mapping[str, Any]) -> Transition:
+        """From an element of Jira's `GET /issue/{key}/transitions` answer."""
+        to = payload.get("to") or {}
+        return cls(id=str(payload.get("id", "")), name=payload.get("name", ""), to_status=to.get("name", ""))
+
+    @property
+    def label(self) -> str:
+        """What a button shows: the target state, and the transition when it says otherwise."""
+        if not self.name or compact_name(self.name) == compact_name(self.to_status):
+            return self.to_status
+        return f"{self.name} → {self.to_status}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JiraUserCandidate:
+    """An assignable Jira user: Cloud identifies it by `account_id`, Server/DC by `name`."""
+
+    display_name: str = ""
+    account_id: str = ""
+    name: str = ""
+    email: str = ""
+
+    @classmethod
+    def from_rest(cls, payload: Mapping[str, Any]) -> JiraUserCandidate:
+        """From an element of Jira's assignable-user search answer (Cloud or Server)."""
+        return cls(
+            display_name=payload.get("displayName") or "",
+            account_id=payload.get("accountId") or "",
+            name=payload.get("name") or "",
+            email=payload.get("emailAddress") or "",
+        )
+
+    @property
+    def identifier(self) -> str:
+        return self.account_id or self.name
+
+    def assignee_field(self) -> dict[str, str]:
+        """The `assignee` value Jira expects: `accountId` and `name` are mutually exclusive,
+        and Cloud only accepts `accountId`."""
+        return {"accountId": self.account_id} if self.account_id else {"name": self.name}
+
+    @property
+    def label(self) -> str:
+        """Name with username and email, as the plugin lists ambiguous assignees."""
+        extra = ", ".join(x for x in (self.name, self.email) if x)
+        shown = self.display_name or self.name or self.account_id
+        return f"{shown} ({extra})" if extra else shown

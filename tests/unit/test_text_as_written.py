@@ -18,10 +18,9 @@ from bot.chat.previews import preview_text
 from bot.commands.cards import SUMMARY_LIMIT as CARD_LIMIT
 from bot.commands.cards import inline_text, issue_card, issue_link
 from bot.commands.handlers.issue import SUMMARY_MAX, plan_create_form
-from bot.commands.resolve import Transition
 from bot.jira.events import IssueEvent, normalise
 from bot.jira.models import parse_webhook
-from bot.jira.rest_models import AllowedValue, FieldMeta, IssueCard, IssueTypeMeta
+from bot.jira.rest_models import AllowedValue, FieldMeta, IssueCard, IssueTypeMeta, Transition
 from bot.mattermost.payloads import DialogOption
 from bot.notify.messages import notice_message
 from bot.notify.rules import Notice, Topic, Why

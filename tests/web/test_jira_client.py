@@ -18,10 +18,10 @@ from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from bot.commands.resolve import JiraUserCandidate, Transition
 from bot.jira.client import JiraGateway, JiraSession
 from bot.jira.credentials import ApiToken, Credentials, OAuth1Token, OAuth2Token, PersonalAccessToken
 from bot.jira.errors import JiraError, jira_error_detail, parse_retry_after
+from bot.jira.rest_models import JiraUserCandidate, Transition
 from tests.conftest import JIRA_REST_DIR, require_shared_fixtures
 from tests.fakes import FakeJira
 
