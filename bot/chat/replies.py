@@ -1,7 +1,7 @@
 """Reply to act: a reply in the thread of a notification DM becomes a comment on its issue.
 
 The code that posts a notification DM records which issue the post is about
-(`remember_notification`); a reply in that thread is then written to Jira as a comment with the
+(bot.notify.threads); a reply in that thread is then written to Jira as a comment with the
 replying user's own credentials, and confirmed with a reaction. What goes wrong is explained in
 the thread: not connected (and how to connect), no permission, Jira unreachable.
 """
@@ -9,57 +9,16 @@ the thread: not connected (and how to connect), no permission, Jira unreachable.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from datetime import datetime, timedelta
 
 from bot.chat import ChatPost
 from bot.commands.context import Caller, CommandError, Deps
 from bot.jira.errors import JiraError
 from bot.mattermost.models import DeliveryError, OutgoingPost
-from bot.store.interfaces import KeyValueRepository
+from bot.notify.threads import notification_thread
 
 log = logging.getLogger(__name__)
 
-THREAD_KEY_PREFIX = "dm-thread:"
-# How long a reply in a notification's thread still becomes a comment.
-DEFAULT_THREAD_TTL = timedelta(days=30)
 CONFIRM_EMOJI = "white_check_mark"
-
-
-@dataclass(frozen=True, slots=True)
-class NotificationThread:
-    """What a notification DM was about: the Jira instance (its URL) and the issue key."""
-
-    instance: str
-    issue_key: str
-
-
-async def remember_notification(
-    kv: KeyValueRepository,
-    post_id: str,
-    instance: str,
-    issue_key: str,
-    now: datetime,
-    *,
-    ttl: timedelta = DEFAULT_THREAD_TTL,
-) -> None:
-    """Record that the DM `post_id` notified about `issue_key` of `instance` (its base URL), so
-    that replies in its thread become comments on that issue for `ttl`."""
-    await kv.put(
-        THREAD_KEY_PREFIX + post_id, {"instance": instance, "issue_key": issue_key}, expires_at=now + ttl
-    )
-
-
-async def notification_thread(
-    kv: KeyValueRepository, post_id: str, now: datetime
-) -> NotificationThread | None:
-    """The issue the DM `post_id` notified about, if it was a notification still remembered."""
-    if not post_id:
-        return None
-    record = await kv.get(THREAD_KEY_PREFIX + post_id, now=now)
-    if not isinstance(record, dict) or not record.get("instance") or not record.get("issue_key"):
-        return None
-    return NotificationThread(instance=str(record["instance"]), issue_key=str(record["issue_key"]))
 
 
 class ReplyComments:

@@ -13,12 +13,12 @@ from datetime import datetime
 from typing import Any
 
 from bot.accounts.service import AccountError, AccountService, ReconnectRequired
-from bot.chat.replies import remember_notification
 from bot.instances import InstanceDirectory
 from bot.jira.client import JiraGateway
 from bot.jira.errors import JiraError
 from bot.mattermost.client import MattermostClient
 from bot.mattermost.models import DeliveryError, OutgoingPost
+from bot.notify.threads import remember_notification
 from bot.store.interfaces import KeyValueRepository
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.chat.listener import ChatListener
-from bot.chat.replies import notification_thread, remember_notification
+from bot.notify.threads import notification_thread, remember_notification
 from tests.chat.conftest import eventually, processed
 from tests.commands.conftest import Harness
 from tests.fakes import FakeJira
