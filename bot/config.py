@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from bot.gate.config import ChangeGateSettings
+from bot.gate_rules.settings import ChangeGateSettings
 
 
 class ConfigError(Exception):

@@ -31,7 +31,7 @@ from urllib.parse import quote
 import aiohttp
 
 from bot.config import JiraInstanceSettings, JiraSettings
-from bot.gate.model import ChangeRequest, CrSource
+from bot.gate_rules.model import ChangeRequest, CrSource
 from bot.jira.errors import JiraError, error_for_status, jira_error_detail, parse_retry_after
 
 log = logging.getLogger(__name__)

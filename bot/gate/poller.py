@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 
-from bot.gate.model import Gate
 from bot.gate.service import GateService
 from bot.gate.store import DEFAULT_INSTANCE
+from bot.gate_rules.model import Gate
 
 log = logging.getLogger(__name__)
 

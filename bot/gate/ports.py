@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from bot.gate.model import ChangeRequest
+from bot.gate_rules.model import ChangeRequest
 
 
 class JsmClient(Protocol):

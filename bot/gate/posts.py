@@ -16,7 +16,15 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from bot.gate.model import ChangeRequest, CrSource, Decision, DeploymentEventKind, Gate, GateEvent, Reason
+from bot.gate_rules.model import (
+    ChangeRequest,
+    CrSource,
+    Decision,
+    DeploymentEventKind,
+    Gate,
+    GateEvent,
+    Reason,
+)
 from bot.mattermost.models import DeliveryError, OutgoingPost, encode_id, is_valid_id
 
 log = logging.getLogger(__name__)

@@ -27,9 +27,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from bot.gate.config import ChangeGateSettings
-from bot.gate.decision import decide
-from bot.gate.model import (
+from bot.gate.ports import JsmClient, JsmClientFactory
+from bot.gate.store import DEFAULT_INSTANCE, GateStore, LinkKey, NewGate
+from bot.gate_rules.decision import decide
+from bot.gate_rules.model import (
     ChangeRequest,
     CrSource,
     Decision,
@@ -43,8 +44,7 @@ from bot.gate.model import (
     Reason,
     Verdict,
 )
-from bot.gate.ports import JsmClient, JsmClientFactory
-from bot.gate.store import DEFAULT_INSTANCE, GateStore, LinkKey, NewGate
+from bot.gate_rules.settings import ChangeGateSettings
 from bot.jira.errors import JiraError
 
 log = logging.getLogger(__name__)

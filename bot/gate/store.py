@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.gate.model import (
+from bot.gate_rules.model import (
     ChangeRequest,
     CrSource,
     Decision,

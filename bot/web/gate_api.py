@@ -23,9 +23,9 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.gate.config import ChangeGateSettings, PipelineToken
-from bot.gate.model import Decision, Gate, GateRequest
 from bot.gate.service import GateNotFound, GateService, IdempotencyConflict, InvalidGateRequest, body_hash
+from bot.gate_rules.model import Decision, Gate, GateRequest
+from bot.gate_rules.settings import ChangeGateSettings, PipelineToken
 from bot.web.responses import BadJson, json_response, parse_json
 
 log = logging.getLogger(__name__)

@@ -11,9 +11,9 @@ import pytest
 
 from bot.config import JiraInstanceSettings
 from bot.gate.jsm import JsmClients
-from bot.gate.model import Gate, GateRequest
 from bot.gate.service import GateService, body_hash
 from bot.gate.store import GateStore
+from bot.gate_rules.model import Gate, GateRequest
 from tests.commands.conftest import Harness
 from tests.fakes.jsm import FakeJsm
 from tests.gate.harness import SVC_EMAIL, SVC_SECRET, gate_settings

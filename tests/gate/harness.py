@@ -16,12 +16,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from bot.config import JiraSettings
-from bot.gate.config import ChangeGateSettings
 from bot.gate.jsm import JsmClients
 from bot.gate.poller import GatePoller
 from bot.gate.posts import GatePosts
 from bot.gate.service import GateService
 from bot.gate.store import GateStore
+from bot.gate_rules.settings import ChangeGateSettings
 from bot.mattermost.client import MattermostClient
 from bot.store.db import Database, make_engine
 from bot.web.gate_api import GateApi

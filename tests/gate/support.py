@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bot.gate.config import ChangeGateSettings
-from bot.gate.model import ChangeRequest, GateRequest
+from bot.gate_rules.model import ChangeRequest, GateRequest
+from bot.gate_rules.settings import ChangeGateSettings
 from bot.jira.errors import JiraError
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.gate.model import Decision, Reason, Verdict
+from bot.gate_rules.model import Decision, Reason, Verdict
 from tests.gate.harness import BILLING_TOKEN, WEB_TOKEN, GateBot, gate_bot
 
 BODY = {"project": "Web Site", "environment": "Production", "version": "1.2.3"}

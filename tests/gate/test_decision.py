@@ -1,4 +1,4 @@
-"""The decision table: one row per rule of `bot.gate.decision.decide`, with an injected clock.
+"""The decision table: one row per rule of `bot.gate_rules.decision.decide`, with an injected clock.
 
 Rules that depend on which CR is found (supplied, linked, exact match, created, concurrency) are
 rows of the resolution table in test_service.py; here the CR is given as resolved.
@@ -12,9 +12,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.gate.decision import decide
 from bot.gate.jsm import parse_jira_time
-from bot.gate.model import (
+from bot.gate_rules.decision import decide
+from bot.gate_rules.model import (
     ChangeRequest,
     CrSource,
     Decision,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from bot.gate.config import DEFAULT_SUMMARY_TEMPLATE, ChangeGateSettings
-from bot.gate.model import GatePolicy, GateRequest, GateTarget
+from bot.gate_rules.model import GatePolicy, GateRequest, GateTarget
+from bot.gate_rules.settings import DEFAULT_SUMMARY_TEMPLATE, ChangeGateSettings
 from tests.gate.support import REQUEST, SUMMARY, gate_settings
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from bot.config import JiraInstanceSettings, JiraSettings
 from bot.gate.jsm import JsmAuth, JsmClient, JsmClients, parse_jira_time
-from bot.gate.model import CrSource
+from bot.gate_rules.model import CrSource
 from bot.jira.errors import JiraError
 from tests.fakes.jsm import PLANNED_END_ID, PLANNED_START_ID, FakeJsm
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.gate.model import ChangeRequest, Decision, Gate, Reason
 from bot.gate.poller import GatePoller
 from bot.gate.service import GateService, body_hash
 from bot.gate.store import GateStore
+from bot.gate_rules.model import ChangeRequest, Decision, Gate, Reason
 from bot.jira.errors import JiraError
 from bot.store.db import Database
 from tests.gate.support import REQUEST, SUMMARY, T0, MemoryJsm, at, gate_settings

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from bot.gate.model import (
+from bot.gate.posts import COLOURS, GatePosts, replies_for, root_props
+from bot.gate_rules.model import (
     ChangeRequest,
     CrSource,
     Decision,
@@ -22,7 +23,6 @@ from bot.gate.model import (
     Reason,
     Verdict,
 )
-from bot.gate.posts import COLOURS, GatePosts, replies_for, root_props
 from bot.mattermost.models import DeliveryError, OutgoingPost, new_id
 
 NOW = datetime(2024, 5, 1, 12, tzinfo=UTC)

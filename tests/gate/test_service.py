@@ -13,8 +13,6 @@ from typing import Any
 
 import pytest
 
-from bot.gate.config import ChangeGateSettings
-from bot.gate.model import CrSource, Decision, DeploymentEventKind, Gate, GateRequest, GateStatus, Reason
 from bot.gate.service import (
     GateNotFound,
     GateService,
@@ -23,6 +21,16 @@ from bot.gate.service import (
     body_hash,
 )
 from bot.gate.store import GateStore, LinkKey
+from bot.gate_rules.model import (
+    CrSource,
+    Decision,
+    DeploymentEventKind,
+    Gate,
+    GateRequest,
+    GateStatus,
+    Reason,
+)
+from bot.gate_rules.settings import ChangeGateSettings
 from bot.jira.errors import JiraError, JiraErrorKind
 from bot.store.db import Database
 from tests.gate.support import REQUEST, SUMMARY, T0, MemoryJsm, at, gate_settings

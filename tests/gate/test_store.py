@@ -10,7 +10,8 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from bot.gate.model import (
+from bot.gate.store import GateStore, LinkKey, NewGate
+from bot.gate_rules.model import (
     ChangeRequest,
     CrSource,
     Decision,
@@ -20,7 +21,6 @@ from bot.gate.model import (
     Reason,
     Verdict,
 )
-from bot.gate.store import GateStore, LinkKey, NewGate
 from bot.store.db import Database
 from bot.store.migrations import LATEST_VERSION, current_version
 from tests.gate.support import REQUEST, T0, at

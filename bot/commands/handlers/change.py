@@ -16,10 +16,10 @@ from bot.commands.context import Caller, CommandContext, CommandError
 from bot.commands.permissions import has_admin_role
 from bot.commands.registry import Arg
 from bot.commands.table import COMMANDS
-from bot.gate.config import ChangeGateSettings
 from bot.gate.jsm import JsmClient
-from bot.gate.model import ChangeRequest, Decision, Gate, GateStatus, GateTarget
 from bot.gate.service import GateError, GateService
+from bot.gate_rules.model import ChangeRequest, Decision, Gate, GateStatus, GateTarget
+from bot.gate_rules.settings import ChangeGateSettings
 from bot.mattermost.models import DeliveryError, is_valid_id
 from bot.mattermost.payloads import CommandResponse
 

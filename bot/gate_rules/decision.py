@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 
-from bot.gate.model import ChangeRequest, CrSource, Decision, GatePolicy, LookupProblem, Reason, Verdict
+from bot.gate_rules.model import ChangeRequest, CrSource, Decision, GatePolicy, LookupProblem, Reason, Verdict
 
 # Lookup problems that clear by themselves: ask again later.
 _TRANSIENT = frozenset({Reason.JIRA_UNAVAILABLE, Reason.CR_PENDING})

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from bot.gate.model import GatePolicy, GateRequest, GateTarget
+from bot.gate_rules.model import GatePolicy, GateRequest, GateTarget
 
 DEFAULT_SUMMARY_TEMPLATE = 'Octopus: Deploy "{project}" version {version} to "{environment}"'
 DEFAULT_DESCRIPTION_TEMPLATE = (
