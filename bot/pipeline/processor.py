@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from bot.config import ChannelPostSettings
 from bot.jira.events import COMMENT_KINDS, EVENT_DELETED, IssueEvent, event_summary, normalise
@@ -32,15 +32,19 @@ from bot.routing.legacy import LegacyOptions, legacy_matches
 from bot.routing.matcher import SubscriptionIndex
 from bot.store.interfaces import InboxCompletion, InboxItem, InboxRepository, NewDelivery
 
-if TYPE_CHECKING:  # the planner brings the account machinery, which webhooks alone do not need
-    from bot.notify.planner import NotificationPlanner
-
 log = logging.getLogger(__name__)
 
 # (props of a channel post, instance id, event) -> the props to post, e.g. with buttons added.
 PostDecorator = Callable[[Mapping[str, Any], str, IssueEvent], dict[str, Any]]
 
 CHANNEL_POST = "channel_post"
+
+
+class Notifier(Protocol):
+    """Plans the personal direct messages an event causes (bot.notify.planner); the composition
+    root plugs it in, so the pipeline does not depend on the account machinery behind it."""
+
+    async def plan(self, event: IssueEvent, instance_id: str) -> list[NewDelivery]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +174,7 @@ class EventProcessor:
         # Set by the composition root when slash commands are available: buttons on channel
         # posts, and personal direct messages.
         self.decorate_post: PostDecorator | None = None
-        self.notifier: NotificationPlanner | None = None
+        self.notifier: Notifier | None = None
         # (instance id, Jira user ids) -> {Jira user id: Mattermost username} of connected users.
         self.mention_resolver: Callable[[str, list[str]], Awaitable[dict[str, str]]] | None = None
         self._ignored = metrics.webhooks.labels("ignored")
