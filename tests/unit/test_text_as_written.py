@@ -17,7 +17,7 @@ import pytest
 from bot.chat.previews import preview_text
 from bot.commands.cards import SUMMARY_LIMIT as CARD_LIMIT
 from bot.commands.cards import inline_text, issue_card, issue_link
-from bot.commands.handlers.issue import SUMMARY_MAX, plan_create_form
+from bot.commands.create_form import SUMMARY_MAX, plan_create_form
 from bot.jira.events import IssueEvent, normalise
 from bot.jira.models import parse_webhook
 from bot.jira.rest_models import AllowedValue, FieldMeta, IssueCard, IssueTypeMeta, Transition

@@ -17,16 +17,10 @@ from __future__ import annotations
 
 import logging
 
+from bot.commands.assignees import known_assignee
 from bot.commands.cards import code_text
 from bot.commands.context import ActionContext, DialogContext
-from bot.commands.handlers.issue import (
-    MAX_MENU_OPTIONS,
-    TEXTAREA_MAX,
-    _context_key,
-    _known_assignee,
-    _who,
-    neutral,
-)
+from bot.commands.issue_common import MAX_MENU_OPTIONS, TEXTAREA_MAX, actor_name, context_key, neutral
 from bot.commands.post_buttons import (
     ACTION_POST_ASSIGN_ME,
     ACTION_POST_COMMENT,
@@ -110,11 +104,11 @@ async def _open(ctx: ActionContext, form: Dialog, fallback: str) -> ActionRespon
 
 @action(ACTION_POST_ASSIGN_ME)
 async def assign_me_clicked(ctx: ActionContext) -> ActionResponse:
-    inst, key = _context_key(ctx)
+    inst, key = context_key(ctx)
     session = await ctx.jira(inst)
-    me = await _known_assignee(ctx, inst, AssigneeQuery("me"))
+    me = await known_assignee(ctx, inst, AssigneeQuery("me"))
     await session.assign(key, me)
-    return await _noted(ctx, f"{await _who(ctx)} assigned {key} to themselves")
+    return await _noted(ctx, f"{await actor_name(ctx)} assigned {key} to themselves")
 
 
 # -- Transition ----------------------------------------------------------------------------------
@@ -122,7 +116,7 @@ async def assign_me_clicked(ctx: ActionContext) -> ActionResponse:
 
 @action(ACTION_POST_TRANSITION)
 async def transition_clicked(ctx: ActionContext) -> ActionResponse:
-    inst, key = _context_key(ctx)
+    inst, key = context_key(ctx)
     session = await ctx.jira(inst)
     card = await session.issue(key)
     transitions = await session.transitions(card.key)
@@ -172,7 +166,9 @@ async def transition_submitted(ctx: DialogContext) -> DialogResponse | None:
     await session.transition(key, chosen.id)
     # Done in Jira: nothing below may answer with an error, which would reopen the form.
     target = code_text(chosen.to_status or chosen.name)
-    await _note_on_post(ctx, str(ctx.state.get("post", "")), f"{await _who(ctx)} moved {key} to {target}")
+    await _note_on_post(
+        ctx, str(ctx.state.get("post", "")), f"{await actor_name(ctx)} moved {key} to {target}"
+    )
     return None
 
 
@@ -181,7 +177,7 @@ async def transition_submitted(ctx: DialogContext) -> DialogResponse | None:
 
 @action(ACTION_POST_COMMENT)
 async def comment_clicked(ctx: ActionContext) -> ActionResponse:
-    inst, key = _context_key(ctx)
+    inst, key = context_key(ctx)
     await ctx.jira(inst)  # tells someone not connected how to connect, before they write
     form = Dialog(
         callback_id=COMMENT_DIALOG,
@@ -208,7 +204,7 @@ async def comment_submitted(ctx: DialogContext) -> DialogResponse | None:
     session = await ctx.jira(inst)
     await session.add_comment(key, text)
     # Done in Jira: nothing below may answer with an error, which would reopen the form.
-    await _note_on_post(ctx, str(ctx.state.get("post", "")), f"{await _who(ctx)} commented on {key}")
+    await _note_on_post(ctx, str(ctx.state.get("post", "")), f"{await actor_name(ctx)} commented on {key}")
     return None
 
 

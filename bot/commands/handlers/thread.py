@@ -15,7 +15,7 @@ from typing import Any
 
 from bot.commands.cards import issue_link
 from bot.commands.context import Caller, CommandContext, CommandError
-from bot.commands.handlers.issue import TEXTAREA_MAX, _first_arg_key, _who
+from bot.commands.issue_common import TEXTAREA_MAX, actor_name, first_arg_key
 from bot.commands.registry import Arg
 from bot.commands.table import COMMANDS
 from bot.jira.client import JiraSession
@@ -191,7 +191,7 @@ def _files_told(attached: Sequence[str], linked: Sequence[tuple[str, str]]) -> s
     instance_option=True,
 )
 async def attach(ctx: CommandContext) -> CommandResponse:
-    key = _first_arg_key(ctx, ATTACH_USAGE)
+    key = first_arg_key(ctx, ATTACH_USAGE)
     if not ctx.root_id:
         raise CommandError(
             f"Run `{ATTACH_USAGE}` in the thread of the message to add: reply to the message with it."
@@ -208,7 +208,7 @@ async def attach(ctx: CommandContext) -> CommandResponse:
     told = f"Added the message{_files_told(attached, linked)} to {link} as a comment."
     reply = OutgoingPost(
         channel_id=ctx.channel_id,
-        message=f"{await _who(ctx)} added this message to Jira issue {link}",
+        message=f"{await actor_name(ctx)} added this message to Jira issue {link}",
         root_id=root.post_id,
     )
     try:
