@@ -75,6 +75,7 @@ def arm_shutdown_watchdog(grace: float, signals: Sequence[int] = (signal.SIGTERM
 
 def cmd_serve(settings: Settings) -> int:
     from bot.app import create_app, webhook_secret
+    from bot.web.server import serve
 
     setup_logging(settings.logging.level, settings.logging.format)
     log = logging.getLogger("bot")
@@ -93,18 +94,12 @@ def cmd_serve(settings: Settings) -> int:
     app = create_app(settings)
 
     async def watchdog(_app: web.Application) -> None:
-        # At start-up, after run_app has set the event loop's signal handlers.
+        # At start-up, after serve has set the event loop's signal handlers.
         arm_shutdown_watchdog(SHUTDOWN_GRACE_SECONDS)
 
     app.on_startup.append(watchdog)
-    web.run_app(
-        app,
-        host=settings.server.host,
-        port=settings.server.port,
-        print=None,
-        access_log=None,
-        shutdown_timeout=REQUEST_DRAIN_SECONDS,
-    )
+    # As web.run_app, plus request head and size checks at the connection (bot/web/server.py).
+    serve(app, settings.server, shutdown_timeout=REQUEST_DRAIN_SECONDS)
     # Everything with state is closed by now. A thread still running is a call waiting on its
     # network timeout (a Jira request in the gateway's pool, say), which the interpreter would
     # wait for at exit, past the grace period.

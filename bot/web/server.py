@@ -29,6 +29,9 @@ from bot.web.responses import json_response
 
 log = logging.getLogger(__name__)
 
+# An idle kept-alive connection is closed after this long (run_app's default).
+KEEPALIVE_SECONDS = 75.0
+
 _RawHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
@@ -182,6 +185,7 @@ def serve(app: web.Application, settings: ServerSettings, *, shutdown_timeout: f
             head_timeout=settings.header_read_timeout_seconds,
             max_body_bytes=settings.max_body_bytes,
             access_log=None,
+            keepalive_timeout=KEEPALIVE_SECONDS,
             shutdown_timeout=shutdown_timeout,
         )
         stop = asyncio.Event()
@@ -196,4 +200,17 @@ def serve(app: web.Application, settings: ServerSettings, *, shutdown_timeout: f
             # Graceful, in aiohttp's order: stop accepting, on_shutdown, drain, cleanup contexts.
             await runner.cleanup()
 
-    asyncio.run(main())
+    # As run_app: not asyncio.run, which would wait at the end for every executor thread, even
+    # one blocked on a network call.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(main())
+    finally:
+        leftover = asyncio.all_tasks(loop)
+        for task in leftover:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+        asyncio.set_event_loop(None)
