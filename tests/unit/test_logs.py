@@ -3,6 +3,9 @@ import logging
 import re
 import sys
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from bot.logs import TRACEBACK_PREFIX, JsonFormatter, RedactingFormatter, redact
 
 
@@ -84,3 +87,16 @@ def test_json_format_redacts_tokens_in_tracebacks_and_extra_fields() -> None:
     r.__dict__["url"] = "https://h/x?token=abcdef"
     entry = json.loads(JsonFormatter().format(r))
     assert "sekrit" not in entry["exception"] and "abcdef" not in entry["url"]
+
+
+@given(st.text(), st.text())
+def test_no_text_can_break_a_record_into_lines(arg: str, exc_text: str) -> None:
+    try:
+        raise ValueError(exc_text)
+    except ValueError:
+        r = logging.LogRecord("bot", logging.ERROR, __file__, 1, "value %s", (arg,), sys.exc_info())
+    first, *rest = TEXT.format(r).split("\n")
+    assert first.splitlines() == [first]  # no \r, \x0b, \x1c, \x85, \u2028… either
+    assert all(line.startswith(TRACEBACK_PREFIX) and line.splitlines() == [line] for line in rest)
+    line = JsonFormatter().format(r)
+    assert line.splitlines() == [line] and json.loads(line)["level"] == "ERROR"
