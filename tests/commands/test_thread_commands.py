@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from bot.commands.handlers import thread
-from bot.commands.handlers.thread import RootMessage, attach_comment, create_description, permalink
+from bot.commands.thread_message import RootMessage, attach_comment, create_description, permalink
 from bot.mattermost.models import DeliveryError
 from bot.render.markup import ZERO_WIDTH_JOINER
 from tests.commands.conftest import Harness

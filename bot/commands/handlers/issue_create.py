@@ -19,6 +19,7 @@ from bot.commands.create_form import SUMMARY_MAX, errors_by_field, field_value, 
 from bot.commands.issue_common import actor_name, neutral, neutral_block
 from bot.commands.resolve import AssigneeQuery, parse_assignee_argument
 from bot.commands.table import COMMANDS, action, dialog
+from bot.commands.thread_message import thread_description, thread_ref
 from bot.instances import Instance
 from bot.jira.client import JiraSession
 from bot.jira.errors import JiraError
@@ -184,9 +185,6 @@ async def _offer_form(
 ) -> _Offer:
     description = ""
     if thread:
-        # Imported here: the thread module builds on this one.
-        from bot.commands.handlers.thread import thread_description
-
         description = await thread_description(ctx, thread)
     plan = plan_create_form(issue_type, summary, description)
     if plan.missing:
@@ -251,7 +249,7 @@ async def _offer_form(
 )
 async def create(ctx: CommandContext) -> CommandResponse:
     wanted_project, wanted_type, summary = _create_options(ctx.args)
-    thread = {"thread": ctx.root_id, "team": ctx.team_domain} if ctx.root_id else {}
+    thread = thread_ref(ctx)
     inst = await ctx.choose_instance(ctx.instance_arg)
     session = await ctx.jira(inst)
     projects = await session.projects()
