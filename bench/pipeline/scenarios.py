@@ -20,7 +20,7 @@ from bot.routing.matcher import SubscriptionIndex
 from bot.routing.model import FieldFilter, Inclusion, Subscription, SubscriptionFilters
 from bot.store.db import Database
 from bot.store.schema import subscriptions as subscriptions_table
-from bot.store.sql import _subscription_row
+from bot.store.subscriptions import subscription_row
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "jira-webhooks"
@@ -176,7 +176,7 @@ async def store_subscriptions(db: Database, subs: Sequence[Subscription]) -> flo
     one is read back through the repository to prove it."""
     started = time.perf_counter()
     now = datetime.now(UTC)
-    rows = [_subscription_row(s, "db", now) for s in subs]
+    rows = [subscription_row(s, "db", now) for s in subs]
     async with db.engine.begin() as conn:
         for start in range(0, len(rows), 1000):
             await conn.execute(sa.insert(subscriptions_table), rows[start : start + 1000])

@@ -27,7 +27,7 @@ from bot.accounts.models import (
     secret_to_dict,
 )
 from bot.store.schema import connections, user_prefs
-from bot.store.sql import SqlAccess
+from bot.store.sql_access import SqlAccess
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from bot.gate_rules.model import (
     Verdict,
 )
 from bot.store.schema import gate_events, gate_links, gates
-from bot.store.sql import SqlAccess
+from bot.store.sql_access import SqlAccess
 
 # gate_links.instance is part of the primary key, so the default instance needs a value.
 DEFAULT_INSTANCE = ""

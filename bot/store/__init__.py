@@ -21,7 +21,7 @@ from bot.store.interfaces import (
     ThreadRepository,
 )
 from bot.store.migrations import LATEST_VERSION, SchemaTooNewError, migrate
-from bot.store.sql import config_subscription_id
+from bot.store.subscriptions import config_subscription_id
 
 __all__ = [
     "LATEST_VERSION",

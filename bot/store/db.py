@@ -16,6 +16,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from bot.store.deliveries import SqlDeliveryRepository
+from bot.store.inbox import SqlInboxRepository
 from bot.store.interfaces import (
     DeliveryRepository,
     InboxRepository,
@@ -23,16 +25,11 @@ from bot.store.interfaces import (
     SubscriptionRepository,
     ThreadRepository,
 )
+from bot.store.kv import SqlKeyValueRepository
 from bot.store.migrations import migrate
-from bot.store.sql import (
-    WRITE_OPTION,
-    SqlAccess,
-    SqlDeliveryRepository,
-    SqlInboxRepository,
-    SqlKeyValueRepository,
-    SqlSubscriptionRepository,
-    SqlThreadRepository,
-)
+from bot.store.sql_access import WRITE_OPTION, SqlAccess
+from bot.store.subscriptions import SqlSubscriptionRepository
+from bot.store.threads import SqlThreadRepository
 
 # Applied to every SQLite connection: busy_timeout makes a writer wait for the lock instead of failing
 # at once; NORMAL sync is safe with WAL (a power loss may lose the last commits, never corrupt the file).
@@ -41,7 +38,7 @@ SQLITE_PRAGMAS = (
     "PRAGMA foreign_keys=ON",
     "PRAGMA synchronous=NORMAL",
     # Checkpoints run in the background rather than in whichever commit finds the log full (see
-    # bot.store.sql.SqliteWal); SQLite still checkpoints when the last connection closes. After a
+    # bot.store.sql_access.SqliteWal); SQLite still checkpoints when the last connection closes. After a
     # checkpoint the log file is cut back to this size.
     "PRAGMA wal_autocheckpoint=0",
     "PRAGMA journal_size_limit=67108864",

@@ -1,6 +1,7 @@
 """What the rest of the bot may ask of storage: row types and repository protocols.
 
-The SQL implementation lives in `bot.store.sql`; tests and other backends can substitute any
+The SQL implementation is `bot.store.db.Database`, with one module per repository (`bot.store.inbox`,
+`.deliveries`, `.subscriptions`, `.threads`, `.kv`); tests and other backends can substitute any
 object satisfying these protocols. Every method that depends on time takes `now` (a UTC-aware
 datetime) instead of reading the clock, so callers and tests decide what time it is.
 """

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.store import schema
-from bot.store.sql import WRITE_OPTION
+from bot.store.sql_access import WRITE_OPTION
 
 # First key of the PostgreSQL advisory lock (fits an int4): "JCMG".
 ADVISORY_LOCK_NAMESPACE = 0x4A434D47

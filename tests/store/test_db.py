@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from bot.store import schema, sql
+from bot.store import schema, sql_access
 from bot.store.db import Database, make_engine, normalise_database_url
 from bot.store.interfaces import NewInboxRow
 from bot.store.migrations import (
@@ -170,15 +170,15 @@ async def test_sqlite_checkpoints_run_in_the_background_and_restart_a_long_log(
 ) -> None:
     db = await Database.open(f"sqlite:///{tmp_path / 'bot.db'}")
     runs: list[tuple[str, int]] = []
-    original = sql.SqliteWal._run
+    original = sql_access.SqliteWal._run
 
     async def recording(engine: object, mode: str) -> tuple[int, int, int]:
         result = await original(engine, mode)  # type: ignore[arg-type]
         runs.append((mode, result[1]))
         return result
 
-    monkeypatch.setattr(sql.SqliteWal, "_run", staticmethod(recording))
-    monkeypatch.setattr(sql, "_RESTART_FRAMES", 200)
+    monkeypatch.setattr(sql_access.SqliteWal, "_run", staticmethod(recording))
+    monkeypatch.setattr(sql_access, "_RESTART_FRAMES", 200)
     try:
         async with db.engine.connect() as conn:
             assert await conn.scalar(sa.text("PRAGMA wal_autocheckpoint")) == 0

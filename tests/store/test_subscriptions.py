@@ -6,7 +6,7 @@ import pytest
 
 from bot.routing.model import FieldFilter, Inclusion, Subscription, SubscriptionFilters
 from bot.store.db import Database
-from bot.store.sql import config_subscription_id
+from bot.store.subscriptions import config_subscription_id
 from tests.store.conftest import at
 
 ACME = "https://acme.atlassian.net"

@@ -1,0 +1,454 @@
+"""The webhook inbox in SQL: webhooks stored as received, claimed and completed by the processors.
+
+Completing an item stores its deliveries (`bot.store.deliveries`) in the same transaction.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Row
+
+from bot.store.deliveries import new_delivery_row
+from bot.store.interfaces import InboxCompletion, InboxItem, InboxStatus, NewDelivery, NewInboxRow
+from bot.store.schema import deliveries as delivery_table
+from bot.store.schema import webhook_inbox
+from bot.store.sql_access import PAGE, SqlAccess, lease_free, ready_at, status_counts
+
+_FINAL_INBOX_STATUSES = frozenset({InboxStatus.DONE, InboxStatus.IGNORED, InboxStatus.FAILED})
+
+
+def _inbox_item(row: Row[Any]) -> InboxItem:
+    m = row._mapping
+    return InboxItem(
+        id=m["id"],
+        dedupe_key=m["dedupe_key"],
+        route=m["route"],
+        instance_id=m["instance_id"],
+        params=m["params"] or {},
+        body=bytes(m["body"]),
+        received_at=m["received_at"],
+        status=m["status"],
+        attempts=m["attempts"],
+        outcome=m["outcome"],
+        lease_owner=m["lease_owner"],
+        lease_until=m["lease_until"],
+        processed_at=m["processed_at"],
+    )
+
+
+_Runs = list[tuple[bool, list[int]]]  # (keyed, row indexes): consecutive rows inserted by one statement
+_SQLITE_INBOX_COLUMNS = (
+    "dedupe_key",
+    "route",
+    "instance_id",
+    "params",
+    "body",
+    "received_at",
+    "available_at",
+    "status",
+    "attempts",
+)
+
+
+_SQLITE_MAX_CHUNK = 64
+
+
+def _sqlite_chunks(indexes: list[int], keyed: bool) -> list[tuple[list[int], int]]:
+    """Cut a run of rows into (rows, statement size) pieces whose sizes are powers of two up to
+    _SQLITE_MAX_CHUNK: a keyed piece is padded up to its size (repeating a key is harmless), one
+    without keys, which cannot be padded, is cut into powers of two."""
+    pieces: list[tuple[list[int], int]] = []
+    for start in range(0, len(indexes), _SQLITE_MAX_CHUNK):
+        chunk = indexes[start : start + _SQLITE_MAX_CHUNK]
+        if keyed:
+            pieces.append((chunk, 1 << (len(chunk) - 1).bit_length()))
+            continue
+        while chunk:
+            size = 1 << (len(chunk).bit_length() - 1)
+            pieces.append((chunk[:size], size))
+            chunk = chunk[size:]
+    return pieces
+
+
+@functools.lru_cache(maxsize=32)
+def _sqlite_inbox_insert(count: int, keyed: bool) -> str:
+    values = ",".join(["(" + ",".join("?" * len(_SQLITE_INBOX_COLUMNS)) + ")"] * count)
+    conflict = " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key" if keyed else " RETURNING id"
+    return f"INSERT INTO webhook_inbox ({', '.join(_SQLITE_INBOX_COLUMNS)}) VALUES {values}{conflict}"
+
+
+def _inbox_row(row: NewInboxRow, now: datetime) -> dict[str, Any]:
+    return {
+        "dedupe_key": row.dedupe_key,
+        "route": row.route,
+        "instance_id": row.instance_id,
+        "params": dict(row.params),
+        "body": row.body,
+        "received_at": now,
+        "available_at": now,
+        "status": InboxStatus.PENDING.value,
+        "attempts": 0,
+    }
+
+
+class SqlInboxRepository:
+    def __init__(self, access: SqlAccess) -> None:
+        self._db = access
+        t = webhook_inbox
+        self._enqueue_keyed = (
+            access.insert(t)
+            .on_conflict_do_nothing(index_elements=[t.c.dedupe_key])
+            .returning(t.c.id, t.c.dedupe_key)
+        )
+        # Nothing to conflict with: the ids come back in the order of the rows.
+        self._enqueue_unkeyed = sa.insert(t).returning(t.c.id, sort_by_parameter_order=True)
+        self._converters: dict[str, Any] | None = None
+
+    async def enqueue(
+        self,
+        *,
+        dedupe_key: str | None,
+        route: str,
+        instance_id: str | None,
+        params: Mapping[str, Any],
+        body: bytes,
+        now: datetime,
+    ) -> tuple[int, bool]:
+        row = NewInboxRow(
+            dedupe_key=dedupe_key, route=route, instance_id=instance_id, params=params, body=body
+        )
+        return (await self.enqueue_many([row], now=now))[0]
+
+    async def enqueue_many(self, rows: Sequence[NewInboxRow], *, now: datetime) -> list[tuple[int, bool]]:
+        if not rows:
+            return []
+        # The first row of each dedupe key is the one to store; later ones in the batch repeat it.
+        first_of_key: dict[str, int] = {}
+        # Rows to insert, in arrival order (ids follow it, and so does processing), cut into runs
+        # of keyed rows (inserted skipping known keys) and rows without a key (never conflicting).
+        runs: _Runs = []
+        for i, row in enumerate(rows):
+            key = row.dedupe_key
+            if key is not None:
+                if key in first_of_key:
+                    continue
+                first_of_key[key] = i
+            keyed = key is not None
+            if not runs or runs[-1][0] != keyed:
+                runs.append((keyed, []))
+            runs[-1][1].append(i)
+        insert = self._insert_sqlite if self._db.dialect == "sqlite" else self._insert_sql
+        stored, key_ids = await insert(rows, runs, first_of_key, now)
+        results: list[tuple[int, bool]] = []
+        for i, row in enumerate(rows):
+            if i in stored:
+                results.append((stored[i], True))
+                continue
+            assert row.dedupe_key is not None  # a row without a key is always stored
+            if row.dedupe_key not in key_ids:
+                raise RuntimeError(f"inbox row with dedupe key {row.dedupe_key!r} vanished during enqueue")
+            results.append((key_ids[row.dedupe_key], False))
+        return results
+
+    async def _insert_sql(
+        self, rows: Sequence[NewInboxRow], runs: _Runs, first_of_key: Mapping[str, int], now: datetime
+    ) -> tuple[dict[int, int], dict[str, int]]:
+        """Insert the runs in one transaction; (row index -> new id, dedupe key -> id)."""
+        stored: dict[int, int] = {}
+        key_ids: dict[str, int] = {}
+        async with self._db.write() as conn:
+            for keyed, indexes in runs:
+                params = [_inbox_row(rows[i], now) for i in indexes]
+                if keyed:
+                    for new_id, key in (await conn.execute(self._enqueue_keyed, params)).all():
+                        stored[first_of_key[key]] = key_ids[key] = int(new_id)
+                else:
+                    result = await conn.execute(self._enqueue_unkeyed, params)
+                    stored.update(zip(indexes, (int(r[0]) for r in result.all()), strict=True))
+            missing = [k for k in first_of_key if k not in key_ids]
+            if missing:
+                # A conflict means a committed row with that key exists (PostgreSQL waited for it).
+                t = webhook_inbox
+                found = await conn.execute(
+                    sa.select(t.c.id, t.c.dedupe_key).where(t.c.dedupe_key.in_(missing))
+                )
+                key_ids.update((key, int(existing)) for existing, key in found.all())
+        return stored, key_ids
+
+    async def _insert_sqlite(
+        self, rows: Sequence[NewInboxRow], runs: _Runs, first_of_key: Mapping[str, int], now: datetime
+    ) -> tuple[dict[int, int], dict[str, int]]:
+        """`_insert_sql` for SQLite, straight on the driver connection.
+
+        Every statement through SQLAlchemy costs several hand-offs to the driver's thread; here a
+        batch of one run (the usual case) is a single autocommitted statement, a single hand-off.
+        Values are converted by the columns' own SQLAlchemy types, so rows read back exactly as if
+        SQLAlchemy had written them.
+
+        The driver keeps each prepared statement with the values last bound to it (webhook bodies
+        here), so statements come in a few sizes only (see `_sqlite_chunks`): one per batch size
+        would keep ~30 MB of old bodies alive per connection.
+        """
+        convert = self._sqlite_converters()
+        when = convert["received_at"](now)
+        statements = [
+            (keyed, chunk, size) for keyed, indexes in runs for chunk, size in _sqlite_chunks(indexes, keyed)
+        ]
+        stored: dict[int, int] = {}
+        key_ids: dict[str, int] = {}
+        wal = self._db.sqlite_wal()
+        async with wal.lock, self._db.engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None  # a checked-out connection always has one
+            transaction = len(statements) > 1
+            if transaction:
+                await driver.execute_fetchall("BEGIN IMMEDIATE")
+            try:
+                for keyed, chunk, size in statements:
+                    params: list[Any] = []
+                    for n in range(size):
+                        # A keyed chunk is padded with its last row, which ON CONFLICT then skips.
+                        row = rows[chunk[min(n, len(chunk) - 1)]]
+                        params += (
+                            row.dedupe_key,
+                            row.route,
+                            row.instance_id,
+                            convert["params"](dict(row.params)),
+                            row.body,
+                            when,
+                            when,
+                            InboxStatus.PENDING.value,
+                            0,
+                        )
+                    returned = await driver.execute_fetchall(_sqlite_inbox_insert(size, keyed), params)
+                    if keyed:
+                        for new_id, key in returned:
+                            stored[first_of_key[key]] = key_ids[key] = int(new_id)
+                    else:
+                        # Ids are given in the order of the VALUES rows; RETURNING's order is not promised.
+                        new_ids = sorted(int(r[0]) for r in returned)
+                        stored.update(zip(chunk, new_ids, strict=True))
+                if transaction:
+                    await driver.execute_fetchall("COMMIT")
+            except BaseException:
+                if transaction:
+                    await driver.execute_fetchall("ROLLBACK")
+                raise
+            wal.written(self._db.engine, sum(len(rows[i].body) + PAGE for i in stored))
+            missing = [k for k in first_of_key if k not in key_ids]
+            if missing:
+                # The conflicting rows are committed; the inbox keeps them until long after processing.
+                marks = ",".join("?" * len(missing))
+                found = await driver.execute_fetchall(
+                    f"SELECT id, dedupe_key FROM webhook_inbox WHERE dedupe_key IN ({marks})", missing
+                )
+                key_ids.update((key, int(existing)) for existing, key in found)
+        return stored, key_ids
+
+    def _sqlite_converters(self) -> dict[str, Any]:
+        if self._converters is None:
+            dialect = self._db.engine.dialect
+            converters: dict[str, Any] = {}
+            for name in ("params", "received_at"):
+                processor = webhook_inbox.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+                converters[name] = processor if processor is not None else (lambda value: value)
+            self._converters = converters
+        return self._converters
+
+    async def claim(self, *, limit: int, owner: str, now: datetime, lease_seconds: float) -> list[InboxItem]:
+        if limit <= 0:
+            return []
+        t = webhook_inbox
+        candidate = t.alias("candidate")
+        ids = (
+            sa.select(candidate.c.id)
+            .where(
+                candidate.c.status == InboxStatus.PENDING.value,
+                candidate.c.available_at <= now,
+                lease_free(candidate, now),
+            )
+            .order_by(candidate.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        stmt = (
+            sa.update(t)
+            .where(t.c.id.in_(ids))
+            .values(
+                lease_owner=owner,
+                lease_until=now + timedelta(seconds=lease_seconds),
+                attempts=t.c.attempts + 1,
+            )
+            .returning(*t.c)
+        )
+        async with self._db.write() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return sorted((_inbox_item(r) for r in rows), key=lambda item: item.id)
+
+    async def complete(
+        self,
+        item_id: int,
+        *,
+        owner: str,
+        outcome: str,
+        status: str,
+        deliveries: Sequence[NewDelivery],
+        now: datetime,
+    ) -> bool:
+        completion = InboxCompletion(item_id=item_id, outcome=outcome, status=status, deliveries=deliveries)
+        return (await self.complete_many([completion], owner=owner, now=now))[0]
+
+    async def complete_many(
+        self, completions: Sequence[InboxCompletion], *, owner: str, now: datetime
+    ) -> list[bool]:
+        for c in completions:
+            if c.status not in _FINAL_INBOX_STATUSES:
+                raise ValueError(
+                    f"cannot complete an inbox item as {c.status!r}; use done, ignored or failed"
+                )
+        if not completions:
+            return []
+        t = webhook_inbox
+        ids = [c.item_id for c in completions]
+        # Statements of one shape whatever the batch size (executemany), so that neither SQLAlchemy's
+        # compiled cache nor the driver's statement cache keeps one variant per size.
+        held = (
+            sa.select(t.c.id, t.c.received_at)
+            .where(t.c.id.in_(ids), t.c.lease_owner == owner, t.c.status == InboxStatus.PENDING.value)
+            .with_for_update()
+        )
+        close = (
+            sa.update(t)
+            .where(
+                t.c.id == sa.bindparam("item_id"),
+                t.c.lease_owner == owner,
+                t.c.status == InboxStatus.PENDING.value,
+            )
+            .values(
+                status=sa.bindparam("new_status"),
+                outcome=sa.bindparam("new_outcome"),
+                processed_at=now,
+                lease_owner=None,
+                lease_until=None,
+            )
+        )
+        async with self._db.write() as conn:
+            # Checking the leases first also locks the rows (PostgreSQL; SQLite holds the write lock).
+            closed = {int(r.id): r.received_at for r in (await conn.execute(held)).all()}
+            if closed:
+                await conn.execute(
+                    close,
+                    [
+                        {"item_id": c.item_id, "new_status": c.status, "new_outcome": c.outcome}
+                        for c in completions
+                        if c.item_id in closed
+                    ],
+                )
+            rows = [
+                new_delivery_row(d, inbox_id=c.item_id, received_at=closed[c.item_id], now=now)
+                for c in completions
+                if c.item_id in closed
+                for d in c.deliveries
+            ]
+            if rows:
+                await conn.execute(sa.insert(delivery_table), rows)
+        return [c.item_id in closed for c in completions]
+
+    async def release(
+        self, item_id: int, *, owner: str, error: str, now: datetime, retry_at: datetime
+    ) -> bool:
+        t = webhook_inbox
+        stmt = (
+            sa.update(t)
+            .where(t.c.id == item_id, t.c.lease_owner == owner, t.c.status == InboxStatus.PENDING.value)
+            .values(outcome=error, available_at=retry_at, lease_owner=None, lease_until=None)
+            .returning(t.c.id)
+        )
+        async with self._db.write() as conn:
+            return (await conn.execute(stmt)).first() is not None
+
+    async def give_back(self, item_ids: Sequence[int], *, owner: str) -> int:
+        if not item_ids:
+            return 0
+        t = webhook_inbox
+        stmt = (
+            sa.update(t)
+            .where(
+                t.c.id.in_(list(item_ids)), t.c.lease_owner == owner, t.c.status == InboxStatus.PENDING.value
+            )
+            .values(
+                lease_owner=None,
+                lease_until=None,
+                attempts=sa.case((t.c.attempts > 0, t.c.attempts - 1), else_=0),
+            )
+            .returning(t.c.id)
+        )
+        async with self._db.write() as conn:
+            return len((await conn.execute(stmt)).all())
+
+    async def get(self, item_id: int) -> InboxItem | None:
+        async with self._db.read() as conn:
+            row = (await conn.execute(sa.select(webhook_inbox).where(webhook_inbox.c.id == item_id))).first()
+        return _inbox_item(row) if row is not None else None
+
+    async def list_failed(self, limit: int = 100) -> list[InboxItem]:
+        t = webhook_inbox
+        stmt = sa.select(t).where(t.c.status == InboxStatus.FAILED.value).order_by(t.c.id).limit(limit)
+        async with self._db.read() as conn:
+            return [_inbox_item(r) for r in (await conn.execute(stmt)).all()]
+
+    async def replay_failed(self, ids: Sequence[int] | None, now: datetime) -> int:
+        t = webhook_inbox
+        where = [t.c.status == InboxStatus.FAILED.value]
+        if ids is not None:
+            if not ids:
+                return 0
+            where.append(t.c.id.in_(list(ids)))
+        stmt = (
+            sa.update(t)
+            .where(*where)
+            .values(
+                status=InboxStatus.PENDING.value,
+                attempts=0,
+                available_at=now,
+                processed_at=None,
+                lease_owner=None,
+                lease_until=None,
+            )
+            .returning(t.c.id)
+        )
+        async with self._db.write() as conn:
+            return len((await conn.execute(stmt)).all())
+
+    async def counts(self) -> dict[str, int]:
+        t = webhook_inbox
+        async with self._db.read() as conn:
+            rows = (await conn.execute(sa.select(t.c.status, sa.func.count()).group_by(t.c.status))).all()
+        return status_counts(rows, [s.value for s in InboxStatus])
+
+    async def next_due_at(self) -> datetime | None:
+        t = webhook_inbox
+        stmt = sa.select(sa.func.min(ready_at(t, t.c.available_at))).where(
+            t.c.status == InboxStatus.PENDING.value
+        )
+        async with self._db.read() as conn:
+            return await conn.scalar(stmt)
+
+    async def purge(self, *, before: datetime) -> int:
+        t = webhook_inbox
+        stmt = (
+            sa.delete(t)
+            .where(t.c.status != InboxStatus.PENDING.value, t.c.processed_at < before)
+            .returning(t.c.id)
+        )
+        async with self._db.write() as conn:
+            return len((await conn.execute(stmt)).all())
+
+
+__all__ = ["SqlInboxRepository"]
