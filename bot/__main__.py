@@ -188,6 +188,38 @@ async def _dead_letters(
         await db.close()
 
 
+async def _stats(settings: Settings) -> int:
+    """What the database holds (every replica, until purged): webhooks and posts by status,
+    and events dropped because their issue could not be read, by reason."""
+    import sqlalchemy as sa
+
+    from bot.store.db import Database
+    from bot.store.schema import webhook_inbox
+
+    db = await Database.open(settings.database_url)
+    try:
+        inbox = await db.inbox.counts()
+        deliveries = await db.deliveries.counts()
+        backlog = await db.deliveries.backlog()
+        t = webhook_inbox
+        async with db.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(t.c.outcome, sa.func.count())
+                    .where(t.c.outcome.like("dropped: %"))
+                    .group_by(t.c.outcome)
+                )
+            ).all()
+        dropped = {str(outcome).removeprefix("dropped: "): int(n) for outcome, n in rows}
+        print(f"webhooks: {json.dumps(inbox, sort_keys=True)}")
+        print(f"posts: {json.dumps(deliveries, sort_keys=True)}")
+        print(f"backlog: {backlog}")
+        print(f"events dropped (issue not readable): {json.dumps(dropped, sort_keys=True)}")
+        return 0
+    finally:
+        await db.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jira-chatops", description="Jira chat-ops bot for Mattermost")
     parser.add_argument("--config", "-c", help="YAML config file (environment variables override it)")
@@ -212,7 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="ID",
         help="process these failed webhooks again (ids of kind webhook), with fresh attempts",
     )
-    for p in (url, dead):
+    stats = sub.add_parser("stats", help="webhooks, posts and dropped events counted in the database")
+    for p in (url, dead, stats):
         p.add_argument("--config", "-c", dest="config_sub", help=argparse.SUPPRESS)
     sub.choices["check-config"].add_argument("--config", "-c", dest="config_sub", help=argparse.SUPPRESS)
 
@@ -237,6 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_webhook_url(settings, args.team, args.channel)
     if args.command == "dead-letters":
         return asyncio.run(_dead_letters(settings, args.replay, args.replay_all, args.replay_webhooks))
+    if args.command == "stats":
+        return asyncio.run(_stats(settings))
     parser.error(f"unknown command {args.command}")
     return 2
 

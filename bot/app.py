@@ -54,6 +54,7 @@ from bot.notify.sender import DirectMessageSender
 from bot.pipeline.config_subscriptions import sync_config_subscriptions
 from bot.pipeline.delivery import DeliveryWorker
 from bot.pipeline.intake import Intake
+from bot.pipeline.issue_fetch import IssueFetcher
 from bot.pipeline.issue_memory import IssueMemory
 from bot.pipeline.processor import EventProcessor
 from bot.pipeline.subscriptions import SubscriptionCache
@@ -301,6 +302,14 @@ def _personal_features(
         return found
 
     processor.mention_resolver = resolve_mentions
+    # Cloud's thin comment events are read whole before routing (see bot/pipeline/issue_fetch).
+    processor.issues = IssueFetcher(
+        gateway=deps.jira,
+        instances=deps.instances,
+        accounts=deps.accounts,
+        clock=deps.clock,
+        cache_seconds=settings.jira.issue_cache_seconds,
+    )
 
     async def watchers(instance_id: str, issue_key: str) -> list[str]:
         # Jira sends no watchers with webhooks; the instance's service account, when one is
@@ -393,6 +402,8 @@ def create_app(
         busy=intake.busy,
         max_attempts=settings.delivery.max_attempts,
         processing_timeout=settings.delivery.processing_timeout_seconds,
+        backoff_base=settings.delivery.backoff_base_seconds,
+        backoff_max=settings.delivery.backoff_max_seconds,
     )
     delivery = DeliveryWorker(
         deliveries=db.deliveries,

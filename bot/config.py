@@ -144,6 +144,9 @@ class JiraSettings(_Section):
     request_timeout_seconds: float = Field(10.0, gt=0, le=120)
     # Jira calls run in a bounded thread pool (the jira library is synchronous).
     max_concurrent_requests: int = Field(8, ge=1, le=64)
+    # An issue read to complete a thin webhook (Cloud's comment events) serves the other
+    # events of that issue for this long: one read per issue per burst.
+    issue_cache_seconds: float = Field(60.0, ge=0, le=3600)
 
     @model_validator(mode="after")
     def _unique_instances(self) -> JiraSettings:

@@ -20,6 +20,13 @@ class Metrics:
         self.events = Counter(
             "jira_chatops_events", "Normalised Jira events, by kind", ["kind"], registry=self.registry
         )
+        self.events_dropped = Counter(
+            "jira_chatops_events_dropped",
+            "Events not posted because the issue could not be read or judged, by reason "
+            "(issue_not_found, no_permission, credentials_refused, jira_refused)",
+            ["reason"],
+            registry=self.registry,
+        )
         self.posts = Counter(
             "jira_chatops_posts",
             "Channel posts, by result (delivered, retried, dead)",

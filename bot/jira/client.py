@@ -412,6 +412,27 @@ class JiraSession:
 
         return await self._call(call)
 
+    async def issue_json(self, key: str, fields: str) -> dict[str, Any]:
+        """The issue as GET /rest/api/2/issue/{key}?fields=… answers it: the shape of a
+        webhook's `issue` (wiki markup descriptions), for completing thin webhooks."""
+
+        def call(c: _Connection) -> dict[str, Any]:
+            data = c.request("GET", f"issue/{quote(key)}", params={"fields": fields})
+            if not isinstance(data, dict):
+                raise JiraError("unavailable", detail="Jira sent an answer the bot cannot read")
+            return data
+
+        return await self._call(call)
+
+    async def user(self, user_id: str) -> JiraAccount:
+        """One user by accountId (Cloud) or username (Server/DC)."""
+
+        def call(c: _Connection) -> JiraAccount:
+            params = {"accountId": user_id} if c.is_cloud else {"username": user_id}
+            return JiraAccount.from_rest(RestUser.model_validate(c.request("GET", "user", params=params)))
+
+        return await self._call(call)
+
     async def transitions(self, key: str) -> list[Transition]:
         return await self._call(lambda c: [Transition.from_rest(t) for t in c.jira.transitions(key)])
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bot.jira.models import (
@@ -289,6 +289,20 @@ def normalise(payload: JiraWebhook) -> IssueEvent | None:
         comment=comment,
         timestamp_ms=payload.timestamp,
     )
+
+
+def with_issue(event: IssueEvent, issue: Issue) -> IssueEvent:
+    """The event with its issue as Jira's REST API describes it (GET /rest/api/2/issue/{id},
+    same shape as a webhook's issue): every field, the security level included, so no longer
+    partial. Id, key and `self` stay the webhook's, so links keep pointing where Jira said."""
+    snapshot = _snapshot(issue, issue.fields or IssueFields(), partial=False)
+    snapshot = replace(
+        snapshot,
+        id=event.issue.id or snapshot.id,
+        key=event.issue.key or snapshot.key,
+        self_url=event.issue.self_url or snapshot.self_url,
+    )
+    return replace(event, issue=snapshot)
 
 
 _KNOWN_WEBHOOK_EVENTS = frozenset(

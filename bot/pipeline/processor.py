@@ -19,14 +19,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from bot.backoff import retry_delay
 from bot.config import ChannelPostSettings
 from bot.jira.events import COMMENT_KINDS, EVENT_DELETED, IssueEvent, event_summary, normalise
 from bot.jira.models import WebhookParseError, parse_webhook
 from bot.metrics import Metrics
+from bot.pipeline.issue_fetch import NO_CREDENTIALS, IssueDropped, JiraUnavailable, payload_names
 from bot.pipeline.issue_memory import IssueMemory
 from bot.pipeline.loop import give_way, work_loop
 from bot.pipeline.subscriptions import SubscriptionCache
-from bot.render.markup import mentioned_jira_users
+from bot.render.markup import mentioned_jira_users, name_mentions
 from bot.render.posts import MentionLookup, RenderOptions, no_mentions, render_event
 from bot.routing.legacy import LegacyOptions, legacy_matches
 from bot.routing.matcher import SubscriptionIndex
@@ -47,9 +49,20 @@ class Notifier(Protocol):
     async def plan(self, event: IssueEvent, instance_id: str) -> list[NewDelivery]: ...
 
 
+class IssueReader(Protocol):
+    """Reads from Jira what webhooks leave out (bot.pipeline.issue_fetch.IssueFetcher)."""
+
+    async def complete(self, event: IssueEvent, instance_id: str) -> IssueEvent: ...
+
+    async def display_names(self, instance_id: str, jira_ids: list[str]) -> dict[str, str]: ...
+
+
+DROPPED = "dropped: "
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
-    outcome: str  # routed, unrouted, ignored, or "failed: <error>"
+    outcome: str  # routed, unrouted, ignored, "dropped: <reason>" or "failed: <error>"
     deliveries: tuple[NewDelivery, ...]
     event: IssueEvent | None = None
 
@@ -156,6 +169,8 @@ class EventProcessor:
         busy: Callable[[], bool] = lambda: False,
         max_attempts: int = 12,
         processing_timeout: float = 20.0,
+        backoff_base: float = 1.0,
+        backoff_max: float = 300.0,
     ) -> None:
         self._inbox = inbox
         self._subs = subscriptions
@@ -171,12 +186,17 @@ class EventProcessor:
         self._max_attempts = max_attempts
         # An item must be closed while its lease holds, or another replica may take it over.
         self._timeout = min(processing_timeout, lease_seconds * 0.8)
+        self._backoff_base = backoff_base
+        self._backoff_max = backoff_max
         # Set by the composition root when slash commands are available: buttons on channel
         # posts, and personal direct messages.
         self.decorate_post: PostDecorator | None = None
         self.notifier: Notifier | None = None
         # (instance id, Jira user ids) -> {Jira user id: Mattermost username} of connected users.
         self.mention_resolver: Callable[[str, list[str]], Awaitable[dict[str, str]]] | None = None
+        # Completes Cloud's thin comment events and names mentioned users; without it, a thin
+        # event is routed only when its issue's security level is remembered.
+        self.issues: IssueReader | None = None
         self._ignored = metrics.webhooks.labels("ignored")
         self._failed_count = metrics.webhooks.labels("failed")
 
@@ -226,6 +246,31 @@ class EventProcessor:
             try:
                 async with asyncio.timeout(self._timeout):
                     closing.append((item, await self._plan(item, index)))
+            except JiraUnavailable as e:
+                # Jira is busy or down: the event waits, with backoff as deliveries do. Each
+                # wait is an attempt, so a Jira down for longer than the attempts last (about
+                # 25 minutes by default) leaves the webhook failed, to be replayed with
+                # `jira-chatops dead-letters --replay-webhooks`.
+                reason = f"Jira unavailable: {e}"
+                if item.attempts < self._max_attempts:
+                    delay = retry_delay(
+                        max(item.attempts - 1, 0),
+                        base=self._backoff_base,
+                        cap=self._backoff_max,
+                        retry_after=e.retry_after,
+                    )
+                    log.info(
+                        "inbox item %d waits %.1f s for Jira (attempt %d of %d): %s",
+                        item.id,
+                        delay,
+                        item.attempts,
+                        self._max_attempts,
+                        e,
+                    )
+                    await self._retry_later(item, reason, delay=delay)
+                    continue
+                log.error("inbox item %d: Jira unavailable %d times; kept as failed", item.id, item.attempts)
+                closing.append((item, Plan(_failed(reason), ())))
             except Exception as e:  # one webhook must not hold back the rest of the batch
                 reason = (
                     f"processing took longer than {self._timeout:g} s"
@@ -272,6 +317,9 @@ class EventProcessor:
             if plan.outcome.startswith("failed"):
                 self._failed_count.inc()
                 continue
+            if plan.outcome.startswith(DROPPED):
+                self._metrics.events_dropped.labels(plan.outcome.removeprefix(DROPPED)).inc()
+                continue
             if plan.event is None:
                 # Stored by the intake, found unpostable by the full parse: counted as the intake
                 # counts the webhooks it can tell are unpostable at a glance.
@@ -291,11 +339,11 @@ class EventProcessor:
             self._on_planned()
         return len(items)
 
-    async def _retry_later(self, item: InboxItem, reason: str) -> None:
-        """Give the row back with the reason, claimable again once a lease would have run out
-        (a database hiccup passes meanwhile)."""
+    async def _retry_later(self, item: InboxItem, reason: str, *, delay: float | None = None) -> None:
+        """Give the row back with the reason, claimable again after `delay` seconds, by default
+        once a lease would have run out (a database hiccup passes meanwhile)."""
         now = self._clock()
-        retry_at = now + timedelta(seconds=self._lease)
+        retry_at = now + timedelta(seconds=self._lease if delay is None else delay)
         try:
             await self._inbox.release(
                 item.id, owner=self._owner, error=_failed(reason), now=now, retry_at=retry_at
@@ -304,25 +352,68 @@ class EventProcessor:
             # Still leased, so claimed again when the lease runs out; only the reason is lost.
             log.warning("inbox item %d: could not record the failure", item.id, exc_info=True)
 
+    async def _complete(self, item: InboxItem, event: IssueEvent) -> IssueEvent | Plan:
+        """A thin event (Cloud's comment events) read whole from Jira; the issue's remembered
+        security level only when no credential may read it. A Plan when the event is dropped."""
+        instance = instance_of(item, event)
+        if event.issue.fields_partial and item.route == "firehose" and self.issues is not None:
+            try:
+                event = await self.issues.complete(event, instance)
+            except IssueDropped as e:
+                if e.reason != NO_CREDENTIALS:
+                    log.info("%s: not posted: the issue cannot be read (%s)", event_summary(event), e)
+                    return Plan(DROPPED + e.reason, (), event)
+        # Remembers the level of complete events, fills it into thin ones it has seen before.
+        event = await self._memory.complete(event, instance, self._clock())
+        if event.issue.fields_partial and item.route == "firehose":
+            # Routing fails closed on it (no channel post); personal DMs still check each
+            # recipient's own access.
+            log.info(
+                "%s: not posted to channels: the issue's security level is unknown (no credential "
+                "to read the issue, and no complete webhook for it seen yet)",
+                event_summary(event),
+            )
+        return event
+
+    async def _mentions(self, item: InboxItem, event: IssueEvent) -> tuple[IssueEvent, MentionLookup]:
+        """Mentioned Jira users: connected ones as @username; others named by the payload, else
+        by a (cached) lookup, else left to the name in the text."""
+        comment_body = event.comment.body if event.comment else ""
+        text = " ".join(t for t in (comment_body, event.issue.description) if t)
+        mentioned = mentioned_jira_users(text)
+        if not mentioned:
+            return event, no_mentions
+        instance = instance_of(item, event)
+        usernames: dict[str, str] = {}
+        if self.mention_resolver is not None:
+            try:
+                usernames = await self.mention_resolver(instance, mentioned)
+            except Exception:  # mentions are a nicety; the post goes out with names instead
+                log.warning("%s: connected users not looked up", event_summary(event), exc_info=True)
+        known = payload_names(event)
+        unnamed = [u for u in mentioned if u not in usernames and u not in known]
+        if unnamed and self.issues is not None:
+            names = await self.issues.display_names(instance, unnamed)
+            if names:
+                comment = event.comment
+                if comment is not None:
+                    comment = dataclasses.replace(comment, body=name_mentions(comment.body, names))
+                issue = dataclasses.replace(
+                    event.issue, description=name_mentions(event.issue.description, names)
+                )
+                event = dataclasses.replace(event, issue=issue, comment=comment)
+        return event, usernames.get
+
     async def _plan(self, item: InboxItem, index: SubscriptionIndex) -> Plan:
         event = decode(item)
         if event is not None:
-            event = await self._memory.complete(event, instance_of(item, event), self._clock())
-            if event.issue.fields_partial:
-                log.info(
-                    "%s: not posted to channels: the issue's security level is unknown "
-                    "(no complete webhook for it seen yet)",
-                    event_summary(event),
-                )
+            completed = await self._complete(item, event)
+            if isinstance(completed, Plan):
+                return completed
+            event = completed
         mentions: MentionLookup = no_mentions
-        if event is not None and self.mention_resolver is not None:
-            text = " ".join(
-                t for t in (event.comment.body if event.comment else "", event.issue.description) if t
-            )
-            mentioned = mentioned_jira_users(text)
-            if mentioned:
-                usernames = await self.mention_resolver(instance_of(item, event), mentioned)
-                mentions = usernames.get
+        if event is not None:
+            event, mentions = await self._mentions(item, event)
         plan = plan_deliveries(item, event, index, self._settings, mentions=mentions)
         if event is None or item.route != "firehose":
             return plan

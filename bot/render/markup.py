@@ -107,6 +107,26 @@ def mentioned_jira_users(text: str) -> list[str]:
     return list(dict.fromkeys(m["id"] for m in _JIRA_MENTION.finditer(text or "")))
 
 
+# What an alias may not contain: it would end the mention early or start another.
+_ALIAS_BREAKERS = re.compile(r"[|\[\]\n\r~]+")
+
+
+def name_mentions(text: str, names: Mapping[str, str]) -> str:
+    """Give each bare [~id] mention of a user in `names` that name, as Jira's aliased form
+    [Name|~id]: it then reads as the person when nobody connected as them, instead of as the
+    id (an opaque accountId on Cloud). Mentions that carry an alias already keep it."""
+    if not names or not text or "[" not in text:
+        return text
+
+    def named(match: re.Match[str]) -> str:
+        name = _ALIAS_BREAKERS.sub(" ", names.get(match["id"], "")).strip()
+        if match["alias"] is not None or not name:
+            return match[0]
+        return f"[{name}|~{match['accountid'] or ''}{match['id']}]"
+
+    return _JIRA_MENTION.sub(named, text)
+
+
 # Stand-ins for resolved mentions while the text goes through the wiki converter.
 _TOKEN_OPEN, _TOKEN_CLOSE = "\ue000", "\ue001"
 _TOKEN = re.compile(f"{_TOKEN_OPEN}(\\d+){_TOKEN_CLOSE}")
@@ -277,6 +297,7 @@ __all__ = [
     "escape_markdown",
     "jira_to_markdown",
     "mentioned_jira_users",
+    "name_mentions",
     "neutralise_mentions",
     "quote_lines",
     "render_jira_text",

@@ -179,8 +179,9 @@ async def test_mentions_of_connected_users_become_mattermost_mentions(harness: H
     [post] = [p for p in harness.mm.posts_in(harness.channels["dev"]) if key in json.dumps(p)]
     text = json.dumps(post["props"], ensure_ascii=False)
     assert "@alice" in text  # connected: a real mention
-    # Not connected: named as Jira knows her (here her id: the webhook carries no name), no mention.
-    assert carol in text and f"@{carol}" not in text
+    # Not connected: named as Jira knows her (the webhook carries no name; the service account
+    # reads it), no mention.
+    assert "Carol Danvers" in text and carol not in text
     assert "@here" not in text
     # Alice is also told personally that she was mentioned.
     assert any("**mentioned** you" in p["message"] for p in harness.mm.posts)

@@ -313,16 +313,21 @@ class FakeJira:
         description: str = "",
         security: str | None = None,
         labels: Iterable[str] = (),
+        issue_id: str | None = None,
+        number: int | None = None,
         **custom_fields: Any,
     ) -> str:
-        """An issue; returns its key. Users are ids (accountId or name)."""
+        """An issue; returns its key. Users are ids (accountId or name). `issue_id` and `number`
+        (the key's number) default to the next free ones; webhook fixtures name fixed ones.
+        Other keyword arguments are further fields as Jira sends them (`components`,
+        `fixVersions`, `customfield_10072`...)."""
         if project_key not in self.projects:
             raise ValueError(f"no project {project_key!r}")
-        count = self._project_counters.get(project_key, 0) + 1
-        self._project_counters[project_key] = count
+        count = number if number is not None else self._project_counters.get(project_key, 0) + 1
+        self._project_counters[project_key] = max(count, self._project_counters.get(project_key, 0))
         key = f"{project_key}-{count}"
         self.issues[key] = {
-            "id": self._next_id(),
+            "id": issue_id or self._next_id(),
             "key": key,
             "project": project_key,
             "issuetype": issue_type,
@@ -431,6 +436,7 @@ class FakeJira:
             ("POST", "/rest/api/2/issue/{key}/comment", self._add_comment),
             ("POST", "/rest/api/2/issue/{key}/attachments", self._add_attachments),
             ("GET", "/rest/api/2/user/assignable/search", self._assignable),
+            ("GET", "/rest/api/2/user", self._get_user),
         ]
         for version in ("2", "3"):
             for method in ("GET", "POST"):
@@ -670,6 +676,8 @@ class FakeJira:
         fields = self._issue_fields(request, issue, adf=adf)
         if wanted is not None and not {"*all", "*navigable"} & set(wanted):
             fields = {k: v for k, v in fields.items() if k in wanted}
+        if wanted is not None:  # "-comment": every field asked for except comment
+            fields = {k: v for k, v in fields.items() if f"-{k}" not in wanted}
         data["fields"] = fields
         return data
 
@@ -743,6 +751,32 @@ class FakeJira:
                 "serverTitle": "Jira",
             }
         )
+
+    async def _get_user(self, request: web.Request) -> web.Response:
+        """GET /rest/api/2/user: by `accountId` on Cloud (`username` refused, GDPR strict mode),
+        by `username` (or `key`) on Server/DC; 404 when there is no such user."""
+        self._current(request)
+        query = request.query
+        if self.is_cloud:
+            if "username" in query or "key" in query:
+                raise _JiraHTTPError(
+                    400, ["The query parameter 'username' is not supported in GDPR strict mode."]
+                )
+            wanted = query.get("accountId", "")
+            user = self.users.get(wanted)
+            if user is None:
+                raise _JiraHTTPError(
+                    404, ["Specified user does not exist or you do not have required permissions"]
+                )
+        else:
+            wanted = query.get("username") or ""
+            by_key = query.get("key") or ""
+            user = self.users.get(wanted) or next(
+                (u for u in self.users.values() if by_key and u.key == by_key), None
+            )
+            if user is None:
+                raise _JiraHTTPError(404, [f"The user named '{wanted or by_key}' does not exist"])
+        return _json(self._user_json(request, user))
 
     async def _assignable(self, request: web.Request) -> web.Response:
         self._current(request)
