@@ -14,7 +14,7 @@ def test_defaults_without_file_or_environment() -> None:
 
 
 def test_example_config_is_valid() -> None:
-    example = Path(__file__).resolve().parents[2] / "config.example.yaml"
+    example = Path(__file__).resolve().parents[1] / "config.example.yaml"
     s = load_settings(example, {"MATTERMOST_BOT_TOKEN": "t0ken"})
     assert s.jira.instances[0].alias == "acme"
     assert s.subscriptions[0].filters.fields[0].values == ("High",)

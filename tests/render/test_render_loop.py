@@ -21,7 +21,7 @@ import pytest
 from bench.bench_render import inputs
 from bot.render.markup import MAX_CONVERTED_CHARS, jira_to_markdown, render_jira_text
 from bot.render.posts import render_event
-from tests.unit.test_render_hostile import commented_event, created_event, lookup
+from tests.render.test_render_hostile import commented_event, created_event, lookup
 
 SLOW_CALLBACK_SECONDS = 0.05
 HOSTILE = inputs(MAX_CONVERTED_CHARS)
