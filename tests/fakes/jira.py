@@ -22,6 +22,10 @@ Behaviour copied from Jira where tests depend on it:
   404 "Issue does not exist or you do not have permission to see it." as if it did not exist.
   Users outside a project's `editors` may browse but get 403 on changes, and no transitions.
 - Assignable users are the active users who may edit the project.
+- GET /rest/api/2/issue/{id or key}?fields=… answers as Jira does (`*navigable`, names, `-name`
+  to leave one out), the security level object included; GET /rest/api/2/user takes
+  `accountId` on Cloud (`username` refused, GDPR strict mode) and `username` on Server, 404
+  for no such user.
 - Unknown credentials get 401; transitions, assignment and comments answer 204/201 like Jira.
 - Attachments (POST /issue/{key}/attachments) need `X-Atlassian-Token: no-check` (else 403 "XSRF
   check failed") and the edit permission; each multipart `file` part is stored in `attachments`
