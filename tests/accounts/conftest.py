@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import aiohttp
@@ -14,15 +14,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer, unused_port
 
 from bot.accounts.crypto import TokenCipher
-from bot.accounts.models import JiraIdentity, TokenRejected
 from bot.accounts.oauth_cloud import CloudOAuth
 from bot.accounts.service import AccountService
 from bot.accounts.store import ConnectionStore
 from bot.config import Settings
-from bot.jira.credentials import Credentials, OAuth1Token, OAuth2Token, PersonalAccessToken
 from bot.store.db import Database
 from bot.web.oauth import OAuthHandler
-from tests.fakes.atlassian_auth import AtlassianAccount, FakeAtlassianAuth, FakeJiraOAuth1, Site
+from tests.fakes.atlassian_auth import AtlassianAccount, FakeAtlassianAuth, FakeVerify, Site
 from tests.store.conftest import T0, backend, db  # noqa: F401  (fixtures used by these tests)
 
 CLOUD_URL = "https://acme.atlassian.net"
@@ -43,35 +41,6 @@ class Clock:
     def advance(self, **delta: float) -> datetime:
         self.now += timedelta(**delta)
         return self.now
-
-
-@dataclass
-class FakeVerify:
-    """Plays Jira's GET /myself: asks the fake servers whose token it is."""
-
-    auth: FakeAtlassianAuth | None = None
-    jira_oauth1: FakeJiraOAuth1 | None = None
-    pats: dict[str, JiraIdentity] = field(default_factory=dict)
-    unreachable: bool = False
-    calls: list[tuple[str, Credentials]] = field(default_factory=list)
-
-    async def __call__(self, base_url: str, credentials: Credentials) -> JiraIdentity:
-        self.calls.append((base_url, credentials))
-        if self.unreachable:
-            raise aiohttp.ClientConnectionError("connection refused")
-        if isinstance(credentials, OAuth2Token) and self.auth is not None:
-            account = self.auth.identity_for(credentials.access_token)
-            if account is not None:
-                return JiraIdentity(
-                    account_id=account.account_id, display_name=account.display_name, email=account.email
-                )
-        if isinstance(credentials, PersonalAccessToken) and credentials.token in self.pats:
-            return self.pats[credentials.token]
-        if isinstance(credentials, OAuth1Token) and self.jira_oauth1 is not None:
-            user = self.jira_oauth1.identity_for(credentials.token)
-            if user is not None:
-                return JiraIdentity(name=user.name, display_name=user.display_name, email=user.email)
-        raise TokenRejected("401 from /myself")
 
 
 def make_settings(public_url: str, auth_url: str, **extra_instances: dict[str, object]) -> Settings:

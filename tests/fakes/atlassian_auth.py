@@ -15,6 +15,9 @@ JSON answers carry Content-Type exactly `application/json`.
 FakeJiraOAuth1 (Jira Server's /plugins/servlet/oauth/*): request token and access token are
 signed POSTs whose RSA-SHA1 signature is verified against the application link's public key;
 a refusal is a 401 with an `oauth_problem` body, as Jira answers.
+
+FakeVerify plays Jira's GET /myself for the account service: it asks the two fakes above (and a
+table of personal access tokens) whose token it was given.
 """
 
 from __future__ import annotations
@@ -27,12 +30,16 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
+import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from oauthlib.oauth1.rfc5849 import signature as oauth_signature
+
+from bot.accounts.models import JiraIdentity, TokenRejected
+from bot.jira.credentials import Credentials, OAuth1Token, OAuth2Token, PersonalAccessToken
 
 
 def _json(status: int, body: Any) -> web.Response:
@@ -380,10 +387,40 @@ class FakeJiraOAuth1(_Server):
         )
 
 
+@dataclass
+class FakeVerify:
+    """Plays Jira's GET /myself: asks the fake servers whose token it is."""
+
+    auth: FakeAtlassianAuth | None = None
+    jira_oauth1: FakeJiraOAuth1 | None = None
+    pats: dict[str, JiraIdentity] = field(default_factory=dict)
+    unreachable: bool = False
+    calls: list[tuple[str, Credentials]] = field(default_factory=list)
+
+    async def __call__(self, base_url: str, credentials: Credentials) -> JiraIdentity:
+        self.calls.append((base_url, credentials))
+        if self.unreachable:
+            raise aiohttp.ClientConnectionError("connection refused")
+        if isinstance(credentials, OAuth2Token) and self.auth is not None:
+            account = self.auth.identity_for(credentials.access_token)
+            if account is not None:
+                return JiraIdentity(
+                    account_id=account.account_id, display_name=account.display_name, email=account.email
+                )
+        if isinstance(credentials, PersonalAccessToken) and credentials.token in self.pats:
+            return self.pats[credentials.token]
+        if isinstance(credentials, OAuth1Token) and self.jira_oauth1 is not None:
+            user = self.jira_oauth1.identity_for(credentials.token)
+            if user is not None:
+                return JiraIdentity(name=user.name, display_name=user.display_name, email=user.email)
+        raise TokenRejected("401 from /myself")
+
+
 __all__ = [
     "AtlassianAccount",
     "FakeAtlassianAuth",
     "FakeJiraOAuth1",
+    "FakeVerify",
     "JiraServerUser",
     "Site",
     "new_rsa_key_pair",
