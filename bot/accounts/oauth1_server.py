@@ -21,7 +21,7 @@ from oauthlib.oauth1 import SIGNATURE_RSA, Client
 from bot.accounts.http import LazySession
 from bot.config import Settings
 from bot.instances import Instance
-from bot.jira.client import RsaSha1Client
+from bot.jira.transport import RsaSha1Client
 
 REQUEST_TOKEN_PATH = "/plugins/servlet/oauth/request-token"
 AUTHORIZE_PATH = "/plugins/servlet/oauth/authorize"

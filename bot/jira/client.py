@@ -4,7 +4,8 @@ The `jira` library is synchronous, so every call runs in the gateway's bounded t
 never on the event loop, and is bounded twice: by the HTTP timeout given to the library and by
 `asyncio.wait_for` around the await. The library's own retry loop (which may sleep for minutes
 inside a worker) is switched off; 429 and 503 are retried here, once, when Jira asks to wait
-no longer than `retry_after_cap` seconds. Every failure becomes a `JiraError`.
+no longer than `retry_after_cap` seconds. Every failure becomes a `JiraError`. How one request
+is built, signed and sent, and how failures are mapped, is in bot/jira/transport.py.
 
 Cloud and Server/Data Center differ in places this module hides: users (accountId vs name),
 search (Cloud removed /rest/api/2/search in favour of /rest/api/3/search/jql), create
@@ -15,32 +16,17 @@ requests, which go through the Atlassian API gateway instead of the site.
 from __future__ import annotations
 
 import asyncio
-import base64
 import io
-import json
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote
 
-import requests
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from jira import JIRA
-from jira.exceptions import JIRAError
-from jira.utils import json_loads
-from oauthlib.oauth1 import SIGNATURE_RSA
-from oauthlib.oauth1 import Client as OAuth1Client
-from pydantic import ValidationError
-from requests.adapters import HTTPAdapter
-from requests_oauthlib import OAuth1
-
 from bot.config import JiraSettings
-from bot.jira.credentials import ApiToken, Credentials, OAuth1Token, OAuth2Token, PersonalAccessToken
-from bot.jira.errors import JiraError, error_for_status, jira_error_detail, parse_retry_after
+from bot.jira.credentials import Credentials, OAuth2Token
+from bot.jira.errors import JiraError
 from bot.jira.rest_models import (
     AllowedValue,
     CreatedIssue,
@@ -63,7 +49,7 @@ from bot.jira.rest_models import (
     Transition,
     has_more,
 )
-from bot.security.http_guard import PublicOnlyAdapter
+from bot.jira.transport import Connection, build_jira, to_jira_error
 
 __all__ = [
     "AllowedValue",
@@ -77,7 +63,6 @@ __all__ = [
     "JiraGateway",
     "JiraSession",
     "ProjectRef",
-    "RsaSha1Client",
 ]
 
 log = logging.getLogger(__name__)
@@ -90,111 +75,7 @@ _PAGE = 100
 _MAX_PAGES = 20
 
 
-class RsaSha1Client(OAuth1Client):
-    """OAuth 1.0a signer for Jira application links: RSA-SHA1 done with `cryptography`, so
-    PyJWT (which oauthlib would otherwise import for RSA) is not needed. Its own method table
-    keeps oauthlib's class-wide one untouched."""
-
-    SIGNATURE_METHODS: ClassVar[dict[str, Any]] = {**OAuth1Client.SIGNATURE_METHODS}
-
-
-def _sign_rsa_sha1(base_string: str | bytes, client: OAuth1Client) -> str:
-    if isinstance(base_string, bytes):
-        base_string = base_string.decode("ascii")
-    pem = client.rsa_key
-    key = serialization.load_pem_private_key(pem.encode() if isinstance(pem, str) else pem, password=None)
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ValueError("the OAuth 1.0a private key must be an RSA key")
-    signature = key.sign(base_string.encode("ascii"), padding.PKCS1v15(), hashes.SHA1())
-    return base64.b64encode(signature).decode("ascii")
-
-
-RsaSha1Client.SIGNATURE_METHODS[SIGNATURE_RSA] = _sign_rsa_sha1
-
-
-def oauth1_auth(credentials: OAuth1Token) -> OAuth1:
-    """requests auth signing each request with the application link's RSA key."""
-    return OAuth1(
-        credentials.consumer_key,
-        signature_method=SIGNATURE_RSA,
-        rsa_key=credentials.private_key_pem,
-        resource_owner_key=credentials.token,
-        resource_owner_secret=credentials.token_secret,
-        client_class=RsaSha1Client,
-    )
-
-
-# -- errors ------------------------------------------------------------------------------------
-
-
-def _response_detail(response: requests.Response | None) -> str:
-    if response is None:
-        return ""
-    try:
-        return jira_error_detail(response.json())
-    except ValueError:
-        return ""
-
-
-def _to_jira_error(exc: Exception) -> JiraError | None:
-    """The JiraError for what the library and requests raise, None for anything else (a bug
-    to surface as it is). Runs in the worker thread, so the original, with its URL and
-    response, stays there."""
-    if isinstance(exc, JiraError):
-        return exc
-    if isinstance(exc, JIRAError):
-        response: requests.Response | None = getattr(exc, "response", None)
-        status = exc.status_code or (response.status_code if response is not None else None)
-        if not status:
-            return JiraError("unavailable", detail="Jira sent no answer")
-        retry_after = parse_retry_after(response.headers.get("Retry-After")) if response is not None else None
-        return error_for_status(status, detail=_response_detail(response), retry_after=retry_after)
-    if isinstance(exc, requests.Timeout):
-        return JiraError("timeout")
-    if isinstance(exc, requests.ConnectionError):
-        return JiraError("unavailable", detail="cannot connect to Jira")
-    if isinstance(exc, ValidationError | ValueError | requests.RequestException):
-        # A 2xx answer that is not the JSON Jira documents (a proxy's HTML page, a truncated body).
-        return JiraError("unavailable", detail="Jira sent an answer the bot cannot read")
-    return None
-
-
 # -- gateway -----------------------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class _Connection:
-    """A JIRA object for one site and set of credentials, plus what was learned about it."""
-
-    jira: JIRA
-    site_url: str
-    is_cloud: bool
-    # Set once the per-project createmeta endpoints answered 404 (Jira before 9).
-    legacy_createmeta: bool = False
-
-    def url(self, path: str, *, api: str = "2") -> str:
-        return f"{self.jira.server_url}/rest/api/{api}/{path}"
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: dict[str, Any] | None = None,
-        body: Any = None,
-        api: str = "2",
-    ) -> Any:
-        """One REST call through the library's session (auth, timeout, error parsing)."""
-        data = json.dumps(body) if body is not None else None
-        try:
-            response = self.jira._session.request(method, self.url(path, api=api), params=params, data=data)
-            return json_loads(response)
-        except Exception as exc:
-            # Mapped here already so that callers can branch on the kind (createmeta fallback).
-            mapped = _to_jira_error(exc)
-            if mapped is None:
-                raise
-            raise mapped from None
 
 
 class JiraGateway:
@@ -218,7 +99,7 @@ class JiraGateway:
         self.timeout = timeout
         self.retry_after_cap = retry_after_cap
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="jira")
-        self._cache: OrderedDict[tuple[str, str, Credentials], _Connection] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str, Credentials], Connection] = OrderedDict()
         self._cache_size = cache_size
         self._closed = False
 
@@ -238,41 +119,17 @@ class JiraGateway:
         cache_key = (rest_base, site_url, credentials)
         connection = self._cache.get(cache_key)
         if connection is None:
-            connection = _Connection(self._build(rest_base, credentials), site_url, is_cloud)
+            guarded = self._public_only is not None and self._public_only(rest_base)
+            jira = build_jira(
+                rest_base, credentials, timeout=self.timeout, pool_size=self.max_workers, public_only=guarded
+            )
+            connection = Connection(jira, site_url, is_cloud)
             self._cache[cache_key] = connection
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(cache_key)
         return JiraSession(self, connection)
-
-    def _build(self, rest_base: str, credentials: Credentials) -> JIRA:
-        auth: dict[str, Any] = {}
-        if isinstance(credentials, ApiToken):
-            auth["basic_auth"] = (credentials.email, credentials.token)
-        elif isinstance(credentials, PersonalAccessToken):
-            auth["token_auth"] = credentials.token  # sent as "Authorization: Bearer"
-        elif isinstance(credentials, OAuth2Token):
-            auth["token_auth"] = credentials.access_token  # a bearer token as well
-        jira = JIRA(
-            server=rest_base,
-            get_server_info=False,  # no request at construction
-            max_retries=0,  # retries happen in JiraGateway, not asleep in a worker thread
-            timeout=self.timeout,
-            logging=False,  # the library would log response headers and bodies
-            **auth,
-        )
-        if isinstance(credentials, OAuth1Token):
-            # Set directly: the library's oauth= option probes /myself with several signature
-            # methods at construction.
-            jira._session.auth = oauth1_auth(credentials)
-        # As many pooled connections as workers, so none is thrown away under load.
-        guarded = self._public_only is not None and self._public_only(rest_base)
-        adapter_class = PublicOnlyAdapter if guarded else HTTPAdapter
-        adapter = adapter_class(pool_connections=4, pool_maxsize=self.max_workers)
-        jira._session.mount("https://", adapter)
-        jira._session.mount("http://", adapter)
-        return jira
 
     async def run(self, fn: Callable[[], T]) -> T:
         """Run one blocking Jira call in the pool, retrying once on a short Retry-After."""
@@ -296,7 +153,7 @@ class JiraGateway:
             try:
                 return fn()
             except Exception as exc:
-                mapped = _to_jira_error(exc)
+                mapped = to_jira_error(exc)
                 if mapped is None:
                     raise
                 raise mapped from None
@@ -340,7 +197,7 @@ class JiraSession:
     """Jira as one person sees it. Each method is one call into the gateway's pool and
     raises `JiraError` on failure."""
 
-    def __init__(self, gateway: JiraGateway, connection: _Connection) -> None:
+    def __init__(self, gateway: JiraGateway, connection: Connection) -> None:
         self._gateway = gateway
         self._connection = connection
 
@@ -355,7 +212,7 @@ class JiraSession:
     def browse_url(self, key: str) -> str:
         return f"{self.site_url}/browse/{key}"
 
-    async def _call(self, fn: Callable[[_Connection], T]) -> T:
+    async def _call(self, fn: Callable[[Connection], T]) -> T:
         connection = self._connection
         return await self._gateway.run(lambda: fn(connection))
 
@@ -365,7 +222,7 @@ class JiraSession:
     async def user_groups(self) -> list[str]:
         """Names of the current user's Jira groups."""
 
-        def call(c: _Connection) -> list[str]:
+        def call(c: Connection) -> list[str]:
             user = RestUser.model_validate(c.request("GET", "myself", params={"expand": "groups"}))
             return [g.name for g in (user.groups.items if user.groups else []) if g.name]
 
@@ -377,7 +234,7 @@ class JiraSession:
     async def watchers(self, key: str) -> list[str]:
         """Who watches the issue: accountIds on Cloud, usernames on Server."""
 
-        def call(c: _Connection) -> list[str]:
+        def call(c: Connection) -> list[str]:
             data = c.request("GET", f"issue/{key}/watchers")
             users = [RestUser.model_validate(w) for w in (data or {}).get("watchers") or []]
             return [u.account_id or u.name or "" for u in users if u.account_id or u.name]
@@ -385,7 +242,7 @@ class JiraSession:
         return await self._call(call)
 
     async def issue(self, key: str) -> IssueCard:
-        def call(c: _Connection) -> IssueCard:
+        def call(c: Connection) -> IssueCard:
             raw = c.jira.issue(key, fields=CARD_FIELDS).raw
             issue = RestIssue.model_validate(raw)
             f = issue.fields
@@ -416,7 +273,7 @@ class JiraSession:
         """The issue as GET /rest/api/2/issue/{key}?fields=… answers it: the shape of a
         webhook's `issue` (wiki markup descriptions), for completing thin webhooks."""
 
-        def call(c: _Connection) -> dict[str, Any]:
+        def call(c: Connection) -> dict[str, Any]:
             data = c.request("GET", f"issue/{quote(key)}", params={"fields": fields})
             if not isinstance(data, dict):
                 raise JiraError("unavailable", detail="Jira sent an answer the bot cannot read")
@@ -427,7 +284,7 @@ class JiraSession:
     async def user(self, user_id: str) -> JiraAccount:
         """One user by accountId (Cloud) or username (Server/DC)."""
 
-        def call(c: _Connection) -> JiraAccount:
+        def call(c: Connection) -> JiraAccount:
             params = {"accountId": user_id} if c.is_cloud else {"username": user_id}
             return JiraAccount.from_rest(RestUser.model_validate(c.request("GET", "user", params=params)))
 
@@ -437,7 +294,7 @@ class JiraSession:
         return await self._call(lambda c: [Transition.from_rest(t) for t in c.jira.transitions(key)])
 
     async def transition(self, key: str, transition_id: str) -> None:
-        def call(c: _Connection) -> None:
+        def call(c: Connection) -> None:
             c.request("POST", f"issue/{quote(key)}/transitions", body={"transition": {"id": transition_id}})
 
         await self._call(call)
@@ -448,7 +305,7 @@ class JiraSession:
         """Users who can be assigned `key`, matching `query` (Cloud searches `query`, Server/DC
         `username`, which also matches names and emails)."""
 
-        def call(c: _Connection) -> list[JiraUserCandidate]:
+        def call(c: Connection) -> list[JiraUserCandidate]:
             params: dict[str, Any] = {"issueKey": key, "maxResults": max_results}
             params["query" if c.is_cloud else "username"] = query
             users = c.request("GET", "user/assignable/search", params=params)
@@ -459,7 +316,7 @@ class JiraSession:
     async def assign(self, key: str, user: JiraUserCandidate | None) -> None:
         """Assign `key` to `user`; None unassigns."""
 
-        def call(c: _Connection) -> None:
+        def call(c: Connection) -> None:
             if user is None:
                 body: dict[str, Any] = {"accountId": None} if c.is_cloud else {"name": None}
             else:
@@ -469,7 +326,7 @@ class JiraSession:
         await self._call(call)
 
     async def projects(self) -> list[ProjectRef]:
-        def call(c: _Connection) -> list[ProjectRef]:
+        def call(c: Connection) -> list[ProjectRef]:
             found = [RestProject.model_validate(p.raw) for p in c.jira.projects()]
             return [ProjectRef(id=p.id or "", key=p.key or "", name=p.name or "") for p in found]
 
@@ -479,7 +336,7 @@ class JiraSession:
         """The project's create screens: issue types (only `issue_type_ids` when given) with
         their fields. Uses the per-project endpoints, or the old createmeta on Jira 8.x."""
 
-        def call(c: _Connection) -> CreateMeta:
+        def call(c: Connection) -> CreateMeta:
             if not c.legacy_createmeta:
                 try:
                     return _paged_create_meta(c, project_key, issue_type_ids)
@@ -497,7 +354,7 @@ class JiraSession:
         return await self._call(call)
 
     async def create_issue(self, fields: dict[str, Any]) -> CreatedIssue:
-        def call(c: _Connection) -> CreatedIssue:
+        def call(c: Connection) -> CreatedIssue:
             created = RestCreated.model_validate(c.request("POST", "issue", body={"fields": fields}))
             key = created.key or ""
             return CreatedIssue(id=created.id or "", key=key, browse_url=self.browse_url(key))
@@ -511,7 +368,7 @@ class JiraSession:
     async def add_attachment(self, key: str, filename: str, content: bytes) -> str:
         """Upload `content` as an attachment of `key`, as the user; returns the attachment id."""
 
-        def call(c: _Connection) -> str:
+        def call(c: Connection) -> str:
             attachment = c.jira.add_attachment(key, io.BytesIO(content), filename)
             return str(attachment.raw.get("id", ""))
 
@@ -525,7 +382,7 @@ class JiraSession:
         descriptions as documents); Server/DC: POST /rest/api/2/search, paged by startAt."""
         wanted = list(fields)
 
-        def call(c: _Connection) -> list[dict[str, Any]]:
+        def call(c: Connection) -> list[dict[str, Any]]:
             found: list[dict[str, Any]] = []
             token: str | None = None
             for _ in range(_MAX_PAGES):
@@ -557,7 +414,7 @@ def _wanted(issue_type: RestIssueTypeMeta, issue_type_ids: Sequence[str] | None)
     return issue_type_ids is None or (issue_type.id or "") in issue_type_ids
 
 
-def _paged_create_meta(c: _Connection, project_key: str, issue_type_ids: Sequence[str] | None) -> CreateMeta:
+def _paged_create_meta(c: Connection, project_key: str, issue_type_ids: Sequence[str] | None) -> CreateMeta:
     project = quote(project_key)
     issue_types: list[RestIssueTypeMeta] = []
     start = 0
@@ -597,7 +454,7 @@ def _paged_create_meta(c: _Connection, project_key: str, issue_type_ids: Sequenc
     return CreateMeta(project_key=project_key, project_id="", issue_types=tuple(result))
 
 
-def _legacy_create_meta(c: _Connection, project_key: str, issue_type_ids: Sequence[str] | None) -> CreateMeta:
+def _legacy_create_meta(c: Connection, project_key: str, issue_type_ids: Sequence[str] | None) -> CreateMeta:
     params: dict[str, Any] = {"projectKeys": project_key, "expand": "projects.issuetypes.fields"}
     if issue_type_ids:
         params["issuetypeIds"] = ",".join(issue_type_ids)
