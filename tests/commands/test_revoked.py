@@ -40,6 +40,8 @@ async def test_jira_down_is_explained_not_a_trace(harness: Harness) -> None:
 
 
 async def test_slow_jira_gets_an_answer_within_two_seconds_and_the_card_later(harness: Harness) -> None:
+    """Slow (about 5 s): the fake Jira takes 2.5 s per call, past the two-second answer, and the
+    card comes once those calls are done."""
     jira_alice = harness.server.add_user("Alice Liddell", name="alice")
     harness.server.add_project("OPS")
     key = harness.server.add_issue("OPS", "Disk full", reporter=jira_alice)

@@ -82,6 +82,8 @@ async def test_posts_about_one_issue_keep_their_order_through_failures(
 async def test_backlog_bound_answers_503_with_retry_after(
     make_bot: BotFactory, fake_mm: FakeMattermost, tmp_path: Path
 ) -> None:
+    """Slow (about 5 s): eight webhooks 0.6 s apart, so the backlog count, cached for a second,
+    catches up with them."""
     # Enough attempts that no post is dead-lettered (leaving the backlog) while the test runs.
     settings = settings_for(
         fake_mm, tmp_path, JIRA_CHATOPS__DELIVERY__MAX_BACKLOG="3", JIRA_CHATOPS__DELIVERY__MAX_ATTEMPTS="100"
@@ -158,6 +160,8 @@ def _start_bot(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
 async def test_killed_during_delivery_then_restarted_delivers_each_event_exactly_once(
     database_url: str, fake_mm: FakeMattermost, tmp_path: Path, unused_tcp_port: int
 ) -> None:
+    """Slow (about 10 s): a real bot process is killed mid-delivery and restarted, and the
+    restarted one waits out the 5 s minimum lease of the posts that were in flight."""
     port = unused_tcp_port
     env = {
         **os.environ,

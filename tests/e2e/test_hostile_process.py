@@ -242,6 +242,8 @@ async def test_a_webhook_hanging_every_attempt_becomes_a_listed_dead_letter_and_
     unused_tcp_port: int,
     silent_jira: tuple[str, asyncio.Event],
 ) -> None:
+    """Slow (about 17 s): a real bot process is killed and restarted, and the hanging webhook's
+    retries wait out the 5 s minimum lease and the backoff between its three 1 s attempts."""
     jira_url, asked = silent_jira
     config = tmp_path / "config.yaml"
     config.write_text(

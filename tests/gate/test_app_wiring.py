@@ -14,6 +14,8 @@ from tests.gate.harness import SVC_EMAIL, SVC_SECRET, WEB_TOKEN, start_fakes, un
 
 
 async def test_create_app_serves_the_gate_and_posts_to_the_channel(tmp_path: Path) -> None:
+    """Slow (about 5 s): the gate's poller, at its 5 s minimum interval, is what sees the change
+    request move on."""
     jsm, mm, channel_id = await start_fakes("cloud")
     cfg = tmp_path / "config.yaml"
     cfg.write_text(

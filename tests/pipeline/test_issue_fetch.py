@@ -278,6 +278,8 @@ async def test_a_403_drops_the_event_as_no_permission(h: Harness, capsys: pytest
 
 @pytest.mark.parametrize("status", [429, 503, 500])
 async def test_the_event_waits_while_jira_is_busy_and_is_posted_after(h: Harness, status: int) -> None:
+    """Slow (up to 8 s): three failed reads wait out the processor's backoff (1 s base, doubling,
+    jittered) before the fourth succeeds."""
     alice, _, key = await project(h)
     await subscribe(h, "dev")
     issue_id = h.cloud.issue(key)["id"]
