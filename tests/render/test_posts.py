@@ -41,7 +41,7 @@ from bot.render.posts import (
     render_event,
     title_case,
 )
-from tests.unit.test_markup import mattermost_mentions
+from tests.render.test_markup import mattermost_mentions
 
 ZWJ = ZERO_WIDTH_JOINER
 BASE = "https://acme.atlassian.net"

@@ -18,7 +18,7 @@ from bot.jira.models import parse_webhook
 from bot.render.markup import MAX_CONVERTED_CHARS, jira_to_markdown, render_jira_text
 from bot.render.posts import render_event
 from bot.render.wiki import DEFAULT_BUDGET, wiki_to_markdown_counted
-from tests.unit.test_markup import mattermost_mentions
+from tests.render.test_markup import mattermost_mentions
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "webhooks" / "cloud-issue-updated-priority.json"
 CONNECTED = {"bob": "bob.mm"}
