@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import quote
 
 from bot.jira.models import (
     ChangelogItem,
@@ -173,7 +174,10 @@ class IssueSnapshot:
 
     @property
     def browse_url(self) -> str:
-        return f"{self.base_url}/browse/{self.key}" if self.base_url else ""
+        # Percent-encoded beyond the characters a Jira URL needs: the key and the base URL come
+        # from the payload, and an "@", "(", ")" or "[" in them would ping someone or break the
+        # Markdown link the URL goes into.
+        return quote(f"{self.base_url}/browse/{self.key}", safe=":/%-._~") if self.base_url else ""
 
 
 @dataclass(frozen=True, slots=True)

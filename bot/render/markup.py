@@ -199,6 +199,9 @@ _URL_SPAN = re.compile(r"\]\([^()\]\s]*\)|(?i:\b(?:https?|ftp)://)[^\s<>\"]*")
 # a digit (Mattermost's mention parser splits words on anything else, then also on ".-:"),
 # with the word that follows it.
 _MENTION = re.compile(r"(?<![^\W_])@(?P<name>[\w.\-]*)")
+# The same without the look-behind, for the pass that looks at what it has written instead.
+_AT_WORD = re.compile(r"@(?P<name>[\w.\-]*)")
+_WORD_CHARACTER = re.compile(r"[^\W_]")
 _TRAILING_PUNCTUATION = ".-_:"
 
 
@@ -221,19 +224,18 @@ def neutralise_mentions(text: str, allowed: Iterable[str] = frozenset()) -> str:
     def defuse_url(match: re.Match[str]) -> str:
         return _MENTION.sub(lambda m: "%40" + m["name"], match[0])
 
-    def defuse(match: re.Match[str]) -> str:
+    def defuse(match: re.Match[str], before: str) -> str:
         name = match["name"]
         if not name:
             return match[0]  # a lone "@" (or one already defused) mentions nobody
         bare = name.rstrip(_TRAILING_PUNCTUATION)
         if bare.lower() in allowed_lower:
             # Mattermost reads "@jane." or "@jane:x" first as a whole word (another user's name,
-            # a remote user): a joiner ends the word at "@jane". One before "@" lets the second
-            # pass see the "@" that follows ("@jane@channel").
+            # a remote user): a joiner ends the word at "@jane", and the "@" that may follow
+            # ("@jane@channel") then starts a word of its own, defused in turn.
             # Likewise a word it continues ("x.@jane" holds "@jane" but is read as "x", "@jane"
             # only after a split on ".-:", which also makes "@jane.mm" into "@jane").
             tail = name[len(bare) :]
-            before = match.string[match.start() - 1] if match.start() else ""
             lead = ZERO_WIDTH_JOINER if before and before in ".-:_@\\" else ""
             if tail or match.string.startswith(("@", ":", "\\"), match.end()):
                 return f"{lead}@{bare}{ZERO_WIDTH_JOINER}{tail}"
@@ -241,10 +243,22 @@ def neutralise_mentions(text: str, allowed: Iterable[str] = frozenset()) -> str:
         return f"@{ZERO_WIDTH_JOINER}{name}"
 
     def defuse_text(part: str) -> str:
-        part = _MENTION.sub(defuse, part)
-        if f"{ZERO_WIDTH_JOINER}@" in part:
-            part = _MENTION.sub(defuse, part)
-        return part
+        # One pass; whether an "@" starts a word depends on the text as written so far, since a
+        # joiner written after an allowed mention makes the next "@" start one.
+        out: list[str] = []
+        last = 0
+        previous = ""
+        for match in _AT_WORD.finditer(part):
+            between = part[last : match.start()]
+            if between:
+                out.append(between)
+                previous = between[-1]
+            last = match.end()
+            written = match[0] if _WORD_CHARACTER.match(previous) else defuse(match, previous)
+            out.append(written)
+            previous = written[-1]
+        out.append(part[last:])
+        return "".join(out)
 
     parts: list[str] = []
     last = 0

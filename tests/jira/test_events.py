@@ -549,3 +549,13 @@ def test_normalise_survives_dropped_keys_and_nulls(name: str) -> None:
             assert event.kinds
             assert all(kind in STANDARD_KINDS or is_custom_field_kind(kind) for kind in event.kinds)
             assert event_summary(event)
+
+
+def test_browse_url_percent_encodes_what_would_ping_or_break_a_link() -> None:
+    payload = json.loads((OWN / "cloud-issue-updated-priority.json").read_bytes())
+    payload["issue"]["key"] = "@channel)![x]"
+    event = normalise(parse_webhook(payload))
+    assert event is not None
+    url = event.issue.browse_url
+    assert url.endswith("/browse/%40channel%29%21%5Bx%5D")
+    assert "@" not in url and ")" not in url

@@ -17,6 +17,7 @@ from bot.config import ChannelPostSettings
 from bot.pipeline.processor import decode, plan_deliveries
 from bot.routing.matcher import SubscriptionIndex
 from bot.store.interfaces import InboxItem
+from tests.render.test_markup import mattermost_mentions
 from tests.render.test_render_hostile import FRAGMENTS, assert_safe, lookup
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,12 +115,20 @@ def _item(body: bytes) -> InboxItem:
     )
 
 
-def _post_texts(payload: dict[str, Any]) -> list[str]:
+def _markdown_texts(payload: dict[str, Any]) -> list[str]:
+    """What Mattermost renders as Markdown: the message, and each attachment's pretext, text and
+    field values."""
     texts = [str(payload.get("message") or "")]
     for attachment in (payload.get("props") or {}).get("attachments") or ():
-        texts += [str(attachment.get(key) or "") for key in ("pretext", "text", "fallback", "title")]
+        texts += [str(attachment.get(key) or "") for key in ("pretext", "text")]
         texts += [str(field.get("value") or "") for field in attachment.get("fields") or ()]
     return texts
+
+
+def _plain_texts(payload: dict[str, Any]) -> list[str]:
+    """What Mattermost shows as plain text (notifications, clients without attachments)."""
+    attachments = (payload.get("props") or {}).get("attachments") or ()
+    return [str(attachment.get(key) or "") for attachment in attachments for key in ("fallback", "title")]
 
 
 def _plan(body: bytes) -> None:
@@ -127,8 +136,10 @@ def _plan(body: bytes) -> None:
     event = decode(item)  # a refusal is None, never an exception
     plan = plan_deliveries(item, event, EMPTY_INDEX, ChannelPostSettings(), mentions=lookup)
     for delivery in plan.deliveries:
-        for text in _post_texts(delivery.payload):
+        for text in _markdown_texts(delivery.payload):
             assert_safe(text, {"bob.mm"})
+        for text in _plain_texts(delivery.payload):
+            assert mattermost_mentions(text) <= {"bob.mm"}, text
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -224,6 +224,13 @@ class TestReplaceJiraMentions:
 
 class TestNeutraliseMentions:
     @pytest.mark.parametrize(
+        "text", ["@bob.mm@all", "@bob.mm@bob.mm@all", "@bob.mm@bob.mm@bob.mm@channel", "@bob.mm&#64;here"]
+    )
+    def test_a_chain_of_allowed_mentions_leaves_no_mass_mention_at_its_end(self, text: str) -> None:
+        # The joiner that ends each allowed mention makes the next "@" start a word of its own.
+        assert mattermost_mentions(neutralise_mentions(text, {"bob.mm"})) == {"bob.mm"}
+
+    @pytest.mark.parametrize(
         "text",
         [
             "@channel",
