@@ -22,10 +22,12 @@ from bot.store.interfaces import (
     DeliveryRepository,
     InboxRepository,
     KeyValueRepository,
+    LeaseRepository,
     SubscriptionRepository,
     ThreadRepository,
 )
 from bot.store.kv import SqlKeyValueRepository
+from bot.store.leases import SqlLeaseRepository
 from bot.store.migrations import migrate
 from bot.store.sql_access import WRITE_OPTION, SqlAccess
 from bot.store.subscriptions import SqlSubscriptionRepository
@@ -203,6 +205,7 @@ class Database:
     subscriptions: SubscriptionRepository
     threads: ThreadRepository
     kv: KeyValueRepository
+    leases: LeaseRepository
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -212,6 +215,7 @@ class Database:
         self.subscriptions = SqlSubscriptionRepository(access)
         self.threads = SqlThreadRepository(access)
         self.kv = SqlKeyValueRepository(access)
+        self.leases = SqlLeaseRepository(access)
 
     @classmethod
     async def open(

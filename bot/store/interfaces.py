@@ -337,6 +337,41 @@ class KeyValueRepository(Protocol):
     async def purge_expired(self, *, now: datetime) -> int: ...
 
 
+@dataclass(frozen=True, slots=True)
+class LeaseInfo:
+    """Who holds a duty lease (see `LeaseRepository`)."""
+
+    name: str
+    owner: str
+    token: int
+    acquired_at: datetime
+    expires_at: datetime
+
+
+class LeaseRepository(Protocol):
+    """Leases on named duties, shared by the replicas of one database (see bot.store.leases)."""
+
+    async def try_acquire(self, name: str, *, owner: str, ttl_seconds: float, now: datetime) -> int | None:
+        """Take the lease when it is free or expired, or extend it when `owner` holds it; its
+        fencing token (raised each time the lease changes hands), or None when another owner
+        holds it. Of concurrent callers for a free lease exactly one gets it."""
+        ...
+
+    async def renew(self, name: str, *, owner: str, ttl_seconds: float, now: datetime) -> bool:
+        """Extend the lease to `now + ttl_seconds`; False when `owner` no longer holds it."""
+        ...
+
+    async def release(self, name: str, *, owner: str) -> bool:
+        """Drop the lease if `owner` holds it, so another replica may take it at once."""
+        ...
+
+    async def get(self, name: str) -> LeaseInfo | None: ...
+
+    async def purge_expired(self, *, before: datetime) -> int:
+        """Delete leases that expired before `before`."""
+        ...
+
+
 class Store(Protocol):
     """Everything persistent, as the application sees it."""
 
@@ -345,6 +380,7 @@ class Store(Protocol):
     subscriptions: SubscriptionRepository
     threads: ThreadRepository
     kv: KeyValueRepository
+    leases: LeaseRepository
 
     async def ping(self) -> bool: ...
 

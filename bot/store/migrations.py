@@ -68,10 +68,29 @@ def _create_gate_tables(conn: Connection) -> None:
     )
 
 
+def _create_lease_table(conn: Connection) -> None:
+    schema.metadata.create_all(conn, tables=[schema.leases], checkfirst=True)
+
+
+def _add_issue_order_and_replicas(conn: Connection) -> None:
+    # Step 1 builds webhook_inbox from schema.py, so a database created by this release has the
+    # column and its index already; an older one gets them here.
+    inbox = schema.webhook_inbox
+    if "order_key" not in {c["name"] for c in sa.inspect(conn).get_columns(inbox.name)}:
+        conn.execute(sa.text("ALTER TABLE webhook_inbox ADD COLUMN order_key VARCHAR(1024)"))
+    existing = {i["name"] for i in sa.inspect(conn).get_indexes(inbox.name)}
+    for index in inbox.indexes:
+        if index.name not in existing:
+            index.create(conn)
+    schema.metadata.create_all(conn, tables=[schema.replicas], checkfirst=True)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _create_initial_schema),
     Migration(2, "connected Jira accounts and user preferences", _create_account_tables),
     Migration(3, "change gate: gates, links to change requests, gate events", _create_gate_tables),
+    Migration(4, "duty leases shared by replicas", _create_lease_table),
+    Migration(5, "per-issue order of webhooks, replica heartbeats", _add_issue_order_and_replicas),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -77,8 +77,13 @@ webhook_inbox = sa.Table(
     sa.Column("lease_owner", sa.String(255), nullable=True),
     sa.Column("lease_until", UTCDateTime, nullable=True),
     sa.Column("processed_at", UTCDateTime, nullable=True),
+    # Version 5: the issue the webhook is about ("instance|issue"), NULL when it names none. Rows
+    # sharing it are processed one at a time in id order (see bot.store.inbox, claim).
+    sa.Column("order_key", sa.String(1024), nullable=True),
     # Backlog counts and claims filter on status first.
     sa.Index(None, "status", "available_at"),
+    # "Is there an earlier unfinished row of this issue?" for the per-issue order.
+    sa.Index(None, "order_key", "status", "id"),
 )
 
 deliveries = sa.Table(
@@ -242,4 +247,31 @@ gate_events = sa.Table(
     sa.Column("detail", sa.Text, nullable=False, server_default=""),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.UniqueConstraint("gate_id", "event_id"),
+)
+
+# --------------------------------------------------------------------------- version 4: duty leases
+
+leases = sa.Table(
+    "leases",
+    metadata,
+    # A duty that one replica of several does at a time ("gate-poller", "housekeeping", …), or one
+    # item of work (a Mattermost post being handled): held by `owner` until `expires_at`.
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("owner", sa.String(255), nullable=False),
+    # Raised each time the lease changes hands: a fencing token for whoever wants one.
+    sa.Column("token", sa.BigInteger, nullable=False),
+    sa.Column("acquired_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False, index=True),
+)
+
+# ------------------------------------------------------------------ version 5: replica heartbeats
+
+replicas = sa.Table(
+    "replicas",
+    metadata,
+    # A running `serve` process, by the owner id its claims carry (bot.store.replicas): rows it
+    # holds are taken over once its heartbeat is older than the liveness timeout.
+    sa.Column("owner", sa.String(255), primary_key=True),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("beat_at", UTCDateTime, nullable=False),
 )
