@@ -17,7 +17,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ from bot.notify.planner import NotificationPlanner
 from bot.notify.sender import DirectMessageSender
 from bot.pipeline.config_subscriptions import sync_config_subscriptions
 from bot.pipeline.delivery import DeliveryWorker
+from bot.pipeline.housekeeping import Housekeeping
 from bot.pipeline.intake import Intake
 from bot.pipeline.issue_fetch import IssueFetcher
 from bot.pipeline.issue_memory import IssueMemory
@@ -61,6 +62,7 @@ from bot.pipeline.subscriptions import SubscriptionCache
 from bot.security.signing import ContextSigner, derive_key
 from bot.security.urls import UrlPolicy
 from bot.store.db import Database, make_engine
+from bot.store.leases import Duty
 from bot.store.nonces import StoreNonces
 from bot.web.gate_api import GateApi
 from bot.web.health import HealthHandler
@@ -244,6 +246,7 @@ def _change_gate(
     sink: PostSink,
     clock: Callable[[], datetime],
     run_workers: bool,
+    owner: str,
 ) -> tuple[GateService, CleanupContext] | None:
     """The deployment change gate, when configured: its API, its poller, its channel posts."""
     cg = settings.change_gate
@@ -262,7 +265,10 @@ def _change_gate(
         )
         service.add_listener(posts.on_change)
     app.add_routes(GateApi(service, clock=clock).routes())
-    poller = GatePoller(service, clock=clock)
+    # One replica polls at a time; the lease outlives the gap between two of its rounds.
+    interval = float(service.policy.poll_interval_seconds)
+    duty = Duty(db.leases, "gate-poller", owner=owner, ttl_seconds=2 * interval, clock=clock)
+    poller = GatePoller(service, clock=clock, interval_seconds=interval, duty=duty)
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
         if run_workers:
@@ -452,7 +458,7 @@ def create_app(
     )
     app.add_routes(webhook.routes() + health.routes())
 
-    gate = _change_gate(app, settings, db, the_sink, clock, run_workers)
+    gate = _change_gate(app, settings, db, the_sink, clock, run_workers, owner)
     gate_service = gate[0] if gate else None
 
     # Slash commands and interactivity need a real Mattermost to talk back to.
@@ -505,6 +511,14 @@ def create_app(
         await subs.changed()
         yield
 
+    housekeeping = Housekeeping(
+        db,
+        owner=owner,
+        keep=timedelta(days=settings.database.keep_days),
+        interval_seconds=settings.database.purge_interval_minutes * 60,
+        clock=clock,
+    )
+
     async def workers(_app: web.Application) -> AsyncIterator[None]:
         tasks = [
             asyncio.create_task(
@@ -513,7 +527,9 @@ def create_app(
             ),
             asyncio.create_task(delivery.run(services.delivery_wake), name="delivery"),
         ]
+        housekeeping.start()
         yield
+        await housekeeping.stop()  # releases its lease: another replica purges from now on
         # Stop claiming; an interrupted delivery keeps its lease and is retried with the same
         # pending_post_id, so stopping mid-send loses and duplicates nothing.
         for t in tasks:

@@ -58,6 +58,11 @@ class ServerSettings(_Section):
 class DatabaseSettings(_Section):
     # sqlite:///path/to/file.db or postgresql://user@host:5432/db; empty: SQLite in data_dir.
     url: str = ""
+    # Processed webhooks (failed ones too) and delivered posts are deleted this many days after
+    # they were done, with expired thread roots, stored values and leases; dead posts are kept.
+    # One replica at a time purges (bot.pipeline.housekeeping).
+    keep_days: float = Field(7.0, gt=0, le=3650)
+    purge_interval_minutes: float = Field(60.0, gt=0, le=1440)
 
     @field_validator("url")
     @classmethod

@@ -5,6 +5,11 @@ one by one; a Jira instance that answered 429 is left alone until the time it as
 service remembers it, so API calls honour it too). Rounds are spaced by the poll interval with
 jitter, so replicas (and many bots against one Jira) do not fall into step. Changes reach
 Mattermost through the service's listeners (`GateService.add_listener`).
+
+With several replicas on one database, one of them polls: each round starts by taking or renewing
+the "gate-poller" duty lease (`bot.store.leases.Duty`), and the replicas without it skip the
+round. So each CR is read once per interval whatever the number of replicas; when the polling
+replica dies its lease runs out (a few intervals) and the next replica to try takes over.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from types import TracebackType
 from bot.gate.service import GateService
 from bot.gate.store import DEFAULT_INSTANCE
 from bot.gate_rules.model import Gate
+from bot.store.leases import Duty
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +55,9 @@ class GatePoller:
         rng: random.Random | None = None,
         concurrency: int = 4,
         batch: int = 1000,
+        duty: Duty | None = None,
     ) -> None:
+        """`duty`: the lease that makes this the one polling replica (None: always poll)."""
         self._service = service
         self._clock = clock
         self.interval_seconds = float(interval_seconds or service.policy.poll_interval_seconds)
@@ -58,6 +66,7 @@ class GatePoller:
         self._rng = rng or random.Random()
         self._limit = asyncio.Semaphore(concurrency)
         self._batch = batch
+        self._duty = duty
         self._task: asyncio.Task[None] | None = None
 
     def next_delay(self) -> float:
@@ -120,10 +129,12 @@ class GatePoller:
         return PollRound(waiting=len(waiting), **counts)
 
     async def run_forever(self) -> None:
-        """Rounds until cancelled; a failing round is logged and the next one runs as planned."""
+        """Rounds until cancelled; a failing round is logged and the next one runs as planned.
+        With a duty lease, only the rounds in which this replica holds it run."""
         while True:
             try:
-                await self.run_once()
+                if self._duty is None or await self._duty.hold():
+                    await self.run_once()
             except Exception:
                 log.exception("change gate poll round failed")
             await self._sleep(self.next_delay())
@@ -145,6 +156,8 @@ class GatePoller:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        if self._duty is not None:
+            await self._duty.release()  # another replica polls from its next round
 
     async def __aenter__(self) -> GatePoller:
         self.start()

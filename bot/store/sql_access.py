@@ -160,6 +160,21 @@ class SqlAccess:
         raise NotImplementedError(f"unsupported database dialect: {self.dialect}")
 
 
+# First key of the PostgreSQL advisory locks the store takes (fits an int4): "JCMG".
+ADVISORY_LOCK_NAMESPACE = 0x4A434D47
+
+
+async def serialise_transaction(conn: AsyncConnection, name: str) -> None:
+    """Make write transactions naming `name` run one at a time across replicas, until this one
+    ends: a transaction-scoped advisory lock on PostgreSQL (keyed by the schema too, so separate
+    schemas do not wait for each other); on SQLite every write transaction is alone already."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(:ns, hashtext(:name || coalesce(current_schema(), '')))"),
+            {"ns": ADVISORY_LOCK_NAMESPACE, "name": name},
+        )
+
+
 def lease_free(table: Any, now: datetime) -> sa.ColumnElement[bool]:
     return sa.or_(table.c.lease_until.is_(None), table.c.lease_until <= now)
 
@@ -180,11 +195,13 @@ def status_counts(rows: Sequence[Any], statuses: Sequence[str]) -> dict[str, int
 
 
 __all__ = [
+    "ADVISORY_LOCK_NAMESPACE",
     "PAGE",
     "WRITE_OPTION",
     "SqlAccess",
     "SqliteWal",
     "lease_free",
     "ready_at",
+    "serialise_transaction",
     "status_counts",
 ]

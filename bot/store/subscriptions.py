@@ -13,7 +13,7 @@ from sqlalchemy.engine import Row
 from bot.routing.model import Subscription
 from bot.store.interfaces import SubscriptionRecord, SubscriptionSource
 from bot.store.schema import subscriptions
-from bot.store.sql_access import SqlAccess
+from bot.store.sql_access import SqlAccess, serialise_transaction
 
 
 def config_subscription_id(name: str, channel_id: str) -> str:
@@ -158,6 +158,8 @@ class SqlSubscriptionRepository:
         if stored:
             remove = remove.where(t.c.id.not_in(list(stored)))
         async with self._db.write() as conn:
+            # Replicas starting together replace the set one after the other, not interleaved.
+            await serialise_transaction(conn, "config-subscriptions")
             await conn.execute(remove)
             if stored:
                 await conn.execute(

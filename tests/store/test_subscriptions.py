@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from bot.routing.model import FieldFilter, Inclusion, Subscription, SubscriptionFilters
 from bot.store.db import Database
 from bot.store.subscriptions import config_subscription_id
-from tests.store.conftest import at
+from tests.store.conftest import Backend, at
 
 ACME = "https://acme.atlassian.net"
 
@@ -135,3 +137,34 @@ async def test_iter_all_pages_through_every_subscription_in_list_order(db: Datab
     assert streamed == await db.subscriptions.list_all()
     assert len(streamed) == 11
     assert [s async for s in db.subscriptions.iter_all(page_size=11)] == streamed
+
+
+async def test_replicas_starting_together_replace_the_config_set_one_after_the_other(
+    backend: Backend,
+) -> None:
+    # Three replicas (engines of their own) with overlapping sets in different orders, as during a
+    # rolling upgrade: each replacement is whole (never a mix of two sets), and none deadlocks.
+    replicas = [await backend.open() for _ in range(3)]
+    names = [f"sub-{n:02}" for n in range(30)]
+    declared = [
+        [_sub("", n, projects=["PRJ"]) for n in names[:25]],
+        [_sub("", n, projects=["OPS"]) for n in reversed(names[5:])],
+        [_sub("", n, projects=["WEB"]) for n in names[::2]],
+    ]
+    try:
+        for round_ in range(4):
+            await asyncio.gather(
+                *(
+                    db.subscriptions.replace_config_subscriptions(subs, now=at(round_))
+                    for db, subs in zip(replicas, declared, strict=True)
+                )
+            )
+            final = {
+                (s.name, tuple(sorted(s.filters.projects)))
+                for s in await replicas[0].subscriptions.list_all()
+            }
+            wholes = [{(s.name, tuple(sorted(s.filters.projects))) for s in subs} for subs in declared]
+            assert final in wholes
+    finally:
+        for db in replicas:
+            await db.close()
