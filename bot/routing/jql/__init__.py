@@ -1,0 +1,15 @@
+"""JQL subscription filters, evaluated locally against an event's issue (pure: no I/O, no clock)."""
+
+from bot.routing.jql.compiler import ClauseResult, CompiledJql, IssueValues, RemoteClause, compile_jql
+from bot.routing.jql.syntax import MAX_DEPTH, MAX_LENGTH, JqlError
+
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_LENGTH",
+    "ClauseResult",
+    "CompiledJql",
+    "IssueValues",
+    "JqlError",
+    "RemoteClause",
+    "compile_jql",
+]
