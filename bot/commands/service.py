@@ -43,7 +43,6 @@ class CommandService:
             channel_name=request.channel_name,
             user_name=request.user_name,
             trigger_id=request.trigger_id,
-            root_id=request.root_id or "",
             response_url=request.response_url,
         )
         return await self._run(ctx, text)

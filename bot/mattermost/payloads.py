@@ -99,8 +99,15 @@ def response_url_allowed(url: str, mattermost_url: str | None, allowed_hosts: It
     return False
 
 
+# The form Mattermost posts for a custom slash command is built by the server's
+# App.tryExecuteCustomCommand and sent by App.DoCommandRequest (mattermost/mattermost,
+# server/channels/app/command.go); tests/fakes/mattermost/interactions.py lists its fields. It has
+# no root_id: the server knows the thread a command was typed in (it puts an in_channel answer
+# there) but does not tell the integration, so commands about a message take its link instead.
+
+
 class SlashCommandRequest(_Incoming):
-    """The form Mattermost posts for a custom slash command (server's App.ExecuteCommand)."""
+    """The form Mattermost posts for a custom slash command. It names no thread."""
 
     token: str = Field("", repr=False)  # a secret: kept out of reprs, which end up in logs
     team_id: str = Field(min_length=1)
@@ -113,7 +120,6 @@ class SlashCommandRequest(_Incoming):
     text: str = ""
     trigger_id: str = ""
     response_url: str = ""
-    root_id: str = ""
     user_mentions: tuple[str, ...] = ()
     user_mentions_ids: tuple[str, ...] = ()
     channel_mentions: tuple[str, ...] = ()
@@ -362,6 +368,10 @@ class CommandResponse(_Outgoing):
 # -- button clicks --------------------------------------------------------------------------------
 
 
+# The JSON body of a click: the server's model.PostActionIntegrationRequest
+# (server/public/model/integration_action.go); the fake lists its fields.
+
+
 class ActionRequest(_Incoming):
     """A click on a button or a choice in a menu (server's PostActionIntegrationRequest)."""
 
@@ -506,6 +516,10 @@ class Dialog(_Outgoing):
         data = self.model_dump(mode="json", exclude={"elements"})
         data["elements"] = [e.to_dict() for e in self.elements]
         return data
+
+
+# The JSON body of a dialog submission: the server's model.SubmitDialogRequest
+# (server/public/model/integration_action.go); the fake lists its fields.
 
 
 class DialogSubmission(_Incoming):

@@ -1,6 +1,8 @@
-"""Jira from a thread: `/jira create` pre-fills the description with the thread's first message
-and its permalink; `/jira attach KEY` adds that message, with its files, to an issue as a comment
-and answers in the thread."""
+"""Jira from a message: `/jira create … <message link>` pre-fills the description with the message
+(for a reply, its thread's first message) and its permalink; `/jira attach KEY <message link>` adds
+that message, with its files, to an issue as a comment and answers in its thread. The slash
+command forms are exactly what Mattermost sends (no root_id): the message is named by its link
+or its post id. The mention form (`@jira attach KEY` in the thread) is tested in tests/chat."""
 
 from __future__ import annotations
 
@@ -9,7 +11,15 @@ from typing import Any
 import pytest
 
 from bot.commands.handlers import thread
-from bot.commands.thread_message import RootMessage, attach_comment, create_description, permalink
+from bot.commands.thread_message import (
+    NOT_A_MEMBER,
+    MessageRef,
+    RootMessage,
+    attach_comment,
+    create_description,
+    parse_message_ref,
+    permalink,
+)
 from bot.mattermost.models import DeliveryError
 from bot.render.markup import ZERO_WIDTH_JOINER
 from tests.commands.conftest import Harness
@@ -68,6 +78,24 @@ def test_a_message_of_files_only_and_an_unknown_author() -> None:
     )
 
 
+def test_a_message_is_named_by_its_permalink_or_its_post_id() -> None:
+    post_id = "zyn6m69z9hde9a7yqiwz9dm8py"
+    assert parse_message_ref(f"https://chat.example.com/acme/pl/{post_id}") == MessageRef(post_id, "acme")
+    assert parse_message_ref(f"<https://chat.example.com/sub/path/acme/pl/{post_id}>") == MessageRef(
+        post_id, "acme"
+    )
+    assert parse_message_ref(f"https://chat.example.com/_redirect/pl/{post_id}") == MessageRef(post_id)
+    assert parse_message_ref(post_id) == MessageRef(post_id)
+    for other in (
+        "ABC-1",
+        "Login",
+        post_id[:25],
+        post_id.upper(),
+        f"https://chat.example.com/acme/channels/{post_id}",
+    ):
+        assert parse_message_ref(other) is None
+
+
 def test_permalink_needs_the_site_and_the_team() -> None:
     assert permalink("https://chat.example.com/", "acme", "p1") == "https://chat.example.com/acme/pl/p1"
     assert permalink("", "acme", "p1") == "" and permalink("https://chat.example.com", "", "p1") == ""
@@ -76,10 +104,12 @@ def test_permalink_needs_the_site_and_the_team() -> None:
 # -- create in a thread ---------------------------------------------------------------------------
 
 
-async def test_create_in_a_thread_prefills_the_description_and_answers_there(harness: Harness) -> None:
+async def test_create_from_a_link_prefills_the_description_and_answers_in_its_thread(
+    harness: Harness,
+) -> None:
     await cloud_alice(harness)
     root = bobs_message(harness)
-    answer = await harness.command("alice", "create --type Bug Login answers 500", root_id=root)
+    answer = await harness.command("alice", f"create --type Bug Login answers 500 {link_to(harness, root)}")
     assert answer["text"] == ""
     form = elements(harness.mm.dialogs[-1])
     expected = "{quote}\n" + ROOT_TEXT + "\n{quote}\nPosted by @bob in Mattermost: " + link_to(harness, root)
@@ -93,10 +123,10 @@ async def test_create_in_a_thread_prefills_the_description_and_answers_there(har
     assert reply["message"].startswith(f"@{ZWJ}alice created a Jira issue [PROJ-1: Login answers 500](")
 
 
-async def test_the_thread_goes_along_through_the_type_buttons(harness: Harness) -> None:
+async def test_the_message_goes_along_through_the_type_buttons(harness: Harness) -> None:
     await cloud_alice(harness)
     root = bobs_message(harness)
-    answer = await harness.command("alice", "create Login answers 500", root_id=root)
+    answer = await harness.command("alice", f"create Login answers 500 {root}")  # a bare post id
     status, _ = await harness.click("alice", answer, "Task")
     assert status == 200
     assert link_to(harness, root) in elements(harness.mm.dialogs[-1])["description"]["default"]
@@ -111,15 +141,28 @@ async def test_create_outside_a_thread_leaves_the_description_empty(harness: Har
     assert post["root_id"] == ""
 
 
-async def test_a_thread_the_bot_cannot_read_leaves_only_its_permalink(harness: Harness) -> None:
+async def test_create_from_a_message_the_bot_cannot_read_says_how_to_fix_it(harness: Harness) -> None:
     await cloud_alice(harness)
     members = [harness.user("alice"), harness.user("bob")]
     harness.channels["secret"] = harness.mm.add_channel("acme", "secret", private=True, members=members)
     root = bobs_message(harness, "secret")
-    await harness.command("alice", "create --type Bug Login", channel="secret", root_id=root)
-    assert elements(harness.mm.dialogs[-1])["description"]["default"] == (
-        f"From Mattermost: {link_to(harness, root)}"
+    answer = await harness.command(
+        "alice", f"create --type Bug Login {link_to(harness, root)}", channel="secret"
     )
+    assert answer["text"].startswith(f"The bot cannot read the message `{root}`")
+    assert "add the bot to the channel" in answer["text"]
+    assert harness.mm.dialogs == []
+
+
+async def test_create_from_a_message_in_a_channel_the_caller_is_not_in_is_refused(harness: Harness) -> None:
+    await cloud_alice(harness)
+    harness.channels["private"] = harness.mm.add_channel(
+        "acme", "private", private=True, members=[harness.user("bob"), harness.mm.bot_user_id]
+    )
+    root = bobs_message(harness, "private")
+    answer = await harness.command("alice", f"create --type Bug Leak {link_to(harness, root)}")
+    assert answer["text"] == NOT_A_MEMBER
+    assert harness.mm.dialogs == []
 
 
 # -- attach ---------------------------------------------------------------------------------------
@@ -138,7 +181,7 @@ async def test_attach_adds_the_message_and_its_files_as_the_users_comment(
     )
     big_id = harness.mm.get_post(root)["file_ids"][1]  # type: ignore[index]
 
-    answer = await harness.command("alice", f"attach {key}", root_id=root)
+    answer = await harness.command("alice", f"attach {key} {link_to(harness, root)}")
     link = f"[{key}: Login fails]({harness.cloud_url}/browse/{key})"
     assert answer["text"] == f"Added the message (1 file attached, 1 linked) to {link} as a comment."
 
@@ -170,7 +213,7 @@ async def test_attach_on_server_with_the_issue_alias(harness: Harness) -> None:
     key = harness.server.add_issue("OPS", "Disk full")
     root = bobs_message(harness, files=[("df.txt", b"/dev/sda1 100%", "text/plain")])
 
-    answer = await harness.command("alice", f"issue attach {key.lower()} --instance dc", root_id=root)
+    answer = await harness.command("alice", f"issue attach {key.lower()} {root} --instance dc")
     assert "(1 file attached)" in answer["text"]
     assert harness.server.attachments[key][0]["bytes"] == b"/dev/sda1 100%"
     assert harness.server.comments[key][0]["author"]["name"] == "alice"
@@ -182,7 +225,7 @@ async def test_files_jira_does_not_take_are_linked(harness: Harness) -> None:
     harness.cloud.attachments_enabled = False
     key = harness.cloud.add_issue("PROJ", "Login fails")
     root = bobs_message(harness, files=[("shot.png", b"\x89PNG", "image/png")])
-    answer = await harness.command("alice", f"attach {key}", root_id=root)
+    answer = await harness.command("alice", f"attach {key} {link_to(harness, root)}")
     assert "(1 linked)" in answer["text"]
     file_id = harness.mm.get_post(root)["file_ids"][0]  # type: ignore[index]
     assert harness.cloud.comments[key][0]["body"].endswith(
@@ -190,11 +233,60 @@ async def test_files_jira_does_not_take_are_linked(harness: Harness) -> None:
     )
 
 
-async def test_attach_outside_a_thread_says_where_to_run_it(harness: Harness) -> None:
+async def test_attach_without_a_link_says_exactly_how_to_get_one(harness: Harness) -> None:
     await cloud_alice(harness)
-    answer = await harness.command("alice", "attach PROJ-1")
-    assert "in the thread of the message" in answer["text"]
-    assert "give the issue key" in (await harness.command("alice", "attach", root_id="x" * 26))["text"]
+    root = bobs_message(harness)
+    # Typed in the message's thread: Mattermost does not tell the bot, so the link is still needed.
+    answer = await harness.command("alice", "attach PROJ-1", root_id=root)
+    assert answer["text"] == (
+        "Name the message: hover it, click ⋯ > Copy Link, then `/jira attach PROJ-1 <link>`. "
+        "Or reply to it in its thread with `@jira attach …` (the bot must be a member of the channel)."
+    )
+    assert "give the issue key" in (await harness.command("alice", f"attach {root}"))["text"]
+
+
+async def test_a_replys_link_attaches_its_threads_first_message(harness: Harness) -> None:
+    await cloud_alice(harness)
+    key = harness.cloud.add_issue("PROJ", "Login fails")
+    root = bobs_message(harness)
+    reply = harness.mm.add_post(harness.user("alice"), harness.channels["dev"], "Same here", root_id=root)
+    answer = await harness.command("alice", f"attach {key} {link_to(harness, reply)}")
+    assert answer["text"].startswith("Added the message to")
+    [comment] = harness.cloud.comments[key]
+    assert ROOT_TEXT in comment["body"] and "Same here" not in comment["body"]
+    assert link_to(harness, root) in comment["body"]
+    [_, answered] = thread_replies(harness, root)
+    assert answered["user_id"] == harness.mm.bot_user_id
+
+
+async def test_a_message_in_a_channel_the_caller_cannot_read_is_refused(harness: Harness) -> None:
+    await cloud_alice(harness)
+    key = harness.cloud.add_issue("PROJ", "Login fails")
+    # The bot is in the private channel and can read it; Alice is not.
+    harness.channels["private"] = harness.mm.add_channel(
+        "acme", "private", private=True, members=[harness.user("bob"), harness.mm.bot_user_id]
+    )
+    root = bobs_message(harness, "private")
+    answer = await harness.command("alice", f"attach {key} {link_to(harness, root)}")
+    assert answer["text"] == NOT_A_MEMBER
+    assert harness.cloud.comments[key] == [] and thread_replies(harness, root) == []
+    asked = harness.mm.requests_to(
+        f"/api/v4/channels/{harness.channels['private']}/members/{harness.user('alice')}"
+    )
+    assert len(asked) == 1
+
+
+async def test_a_post_that_does_not_exist_is_refused(harness: Harness) -> None:
+    await cloud_alice(harness)
+    key = harness.cloud.add_issue("PROJ", "Login fails")
+    missing = "x" * 26
+    answer = await harness.command("alice", f"attach {key} {link_to(harness, missing)}")
+    assert answer["text"].startswith(f"The bot cannot read the message `{missing}`: it does not exist")
+    deleted = bobs_message(harness)
+    harness.mm.delete_post(deleted)
+    answer = await harness.command("alice", f"attach {key} {deleted}")
+    assert answer["text"].startswith(f"The bot cannot read the message `{deleted}`")
+    assert harness.cloud.comments[key] == []
 
 
 async def test_attach_to_an_issue_the_user_cannot_see_or_change(harness: Harness) -> None:
@@ -202,9 +294,9 @@ async def test_attach_to_an_issue_the_user_cannot_see_or_change(harness: Harness
     key = harness.cloud.add_issue("PROJ", "Login fails")
     root = bobs_message(harness, files=[("server.log", b"trace", "text/plain")])
 
-    answer = await harness.command("alice", "attach PROJ-99", root_id=root)
+    answer = await harness.command("alice", f"attach PROJ-99 {root}")
     assert "cannot see it" in answer["text"]
-    answer = await harness.command("alice", f"attach {key}", root_id=root)
+    answer = await harness.command("alice", f"attach {key} {root}")
     assert "not allowed to do this" in answer["text"]
     assert harness.cloud.comments[key] == [] and key not in harness.cloud.attachments
     assert thread_replies(harness, root) == []
@@ -212,17 +304,19 @@ async def test_attach_to_an_issue_the_user_cannot_see_or_change(harness: Harness
 
 async def test_attach_when_not_connected(harness: Harness) -> None:
     root = bobs_message(harness)
-    answer = await harness.command("bob", "attach PROJ-1 --instance cloud", root_id=root)
+    answer = await harness.command("bob", f"attach PROJ-1 {root} --instance cloud")
     assert "not connected" in answer["text"] and "/jira connect" in answer["text"]
 
 
-async def test_a_message_of_another_channel_is_not_read(harness: Harness) -> None:
+async def test_a_message_of_another_channel_the_caller_is_in_is_answered_there(harness: Harness) -> None:
     await cloud_alice(harness)
     key = harness.cloud.add_issue("PROJ", "Login fails")
     elsewhere = bobs_message(harness, "ops")
-    answer = await harness.command("alice", f"attach {key}", channel="dev", root_id=elsewhere)
-    assert "cannot read the first message" in answer["text"]
-    assert harness.cloud.comments[key] == []
+    answer = await harness.command("alice", f"attach {key} {link_to(harness, elsewhere)}", channel="dev")
+    assert answer["text"].startswith("Added the message to")
+    assert len(harness.cloud.comments[key]) == 1
+    [reply] = thread_replies(harness, elsewhere)
+    assert reply["channel_id"] == harness.channels["ops"]
 
 
 async def test_an_issue_with_a_security_level_is_named_by_key_only_in_the_thread(harness: Harness) -> None:
@@ -230,7 +324,7 @@ async def test_an_issue_with_a_security_level_is_named_by_key_only_in_the_thread
     harness.cloud.set_security_level("Staff", [alice])
     key = harness.cloud.add_issue("PROJ", "Salary table", security="Staff")
     root = bobs_message(harness)
-    await harness.command("alice", f"attach {key}", root_id=root)
+    await harness.command("alice", f"attach {key} {link_to(harness, root)}")
     [reply] = thread_replies(harness, root)
     assert (
         reply["message"]

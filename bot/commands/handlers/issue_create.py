@@ -19,7 +19,7 @@ from bot.commands.create_form import SUMMARY_MAX, errors_by_field, field_value, 
 from bot.commands.issue_common import actor_name, neutral, neutral_block
 from bot.commands.resolve import AssigneeQuery, parse_assignee_argument
 from bot.commands.table import COMMANDS, action, dialog
-from bot.commands.thread_message import thread_description, thread_ref
+from bot.commands.thread_message import read_root, split_message_ref, thread_description, thread_ref
 from bot.instances import Instance
 from bot.jira.client import JiraSession
 from bot.jira.errors import JiraError
@@ -110,9 +110,10 @@ def _project_context(
     }
 
 
-# `/jira create` run in a thread carries the thread's first post and the team's name (for the
-# permalink) through its buttons and form: to pre-fill the description, and to answer in the thread.
-_THREAD_KEYS = ("thread", "team")
+# `/jira create … <message link>` (or `@jira create` in a thread) carries the message's post id,
+# the team's name (for the permalink) and the message's channel through its buttons and form: to
+# pre-fill the description, and to answer in that thread.
+_THREAD_KEYS = ("thread", "team", "thread_channel")
 
 
 def _thread_of(data: Mapping[str, Any]) -> dict[str, str]:
@@ -223,33 +224,36 @@ async def _offer_form(
         state=state,
     )
     try:
+        if not ctx.trigger_id:  # a command in a message (`@jira create`): only a click opens a form
+            raise DeliveryError("no trigger id to open a dialog with", retryable=False, status=400)
         await ctx.deps.mattermost.open_dialog(ctx.trigger_id, ctx.deps.dialog_url, form.to_dict())
     except DeliveryError as e:
         if e.status != 400:
             raise
-        # The trigger id had expired (Jira answered slowly): a click brings a fresh one.
+        # The trigger id had expired (Jira answered slowly), or there was none: a click brings one.
         context = {
             "action": ACTION_CREATE_TYPE,
             **_project_context(inst, project, summary, thread),
             "type": issue_type.id,
         }
         button = ctx.deps.actions.button("Open the form", context, user_id=ctx.user_id, style="primary")
-        return _Offer(
-            False, "Jira took a while to answer. Open the form now:", [Attachment(actions=[button])]
-        )
+        told = "Jira took a while to answer. Open the form now:" if ctx.trigger_id else "Open the form:"
+        return _Offer(False, told, [Attachment(actions=[button])])
     return _Offer(True)
 
 
 @COMMANDS.command(
     "issue create",
-    help="Create a new Jira issue; the text becomes its summary",
-    usage="[--project KEY] [--type NAME] [summary]",
+    help="Create a new Jira issue; the text becomes its summary, a message link its description",
+    usage="[--project KEY] [--type NAME] [summary] [message link]",
     aliases=("create",),
     instance_option=True,
 )
 async def create(ctx: CommandContext) -> CommandResponse:
-    wanted_project, wanted_type, summary = _create_options(ctx.args)
-    thread = thread_ref(ctx)
+    args, ref = split_message_ref(ctx.args)
+    wanted_project, wanted_type, summary = _create_options(args)
+    # A linked message is read now, so that a caller who may not read it is told at once.
+    thread = thread_ref(ctx, await read_root(ctx, ref.post_id, ref.team) if ref else None)
     inst = await ctx.choose_instance(ctx.instance_arg)
     session = await ctx.jira(inst)
     projects = await session.projects()
@@ -425,24 +429,28 @@ async def create_submitted(ctx: DialogContext) -> DialogResponse | None:
     summary = str(fields.get("summary", ""))
     link = issue_link(created.key, created.browse_url, summary)
     await _announce(
-        ctx, f"{await actor_name(ctx)} created a Jira issue {link}", root_id=str(state.get("thread") or "")
+        ctx,
+        f"{await actor_name(ctx)} created a Jira issue {link}",
+        root_id=str(state.get("thread") or ""),
+        channel_id=str(state.get("thread_channel") or ""),
     )
     if search_later:
         await _assign_created(ctx, inst, session, created.key, created.browse_url, search_later)
     return None
 
 
-async def _announce(ctx: DialogContext, message: str, *, root_id: str = "") -> None:
-    """Tell the channel (in the thread `root_id` when given); the issue exists already, so a
-    failure here must not fail the form."""
-    if ctx.channel_id:
+async def _announce(ctx: DialogContext, message: str, *, root_id: str = "", channel_id: str = "") -> None:
+    """Tell the channel (in the thread `root_id` of `channel_id` when given); the issue exists
+    already, so a failure here must not fail the form."""
+    channel_id = channel_id or ctx.channel_id
+    if channel_id:
         try:
             await ctx.deps.mattermost.create_post(
-                OutgoingPost(channel_id=ctx.channel_id, message=message, root_id=root_id)
+                OutgoingPost(channel_id=channel_id, message=message, root_id=root_id)
             )
             return
         except DeliveryError as e:
-            log.warning("could not announce a created issue in channel %s: %s", ctx.channel_id, e)
+            log.warning("could not announce a created issue in channel %s: %s", channel_id, e)
     await ctx.deps.notify_user(ctx.user_id, message)
 
 

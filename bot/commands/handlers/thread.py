@@ -1,8 +1,10 @@
-"""`/jira attach KEY`: a thread's first message, its permalink and files, added to an issue as a comment.
+"""`/jira attach KEY <message link>`: a message (for a reply, its thread's first message), its
+permalink and files, added to an issue as a comment.
 
-The bot reads the message with its own Mattermost account, and only in the channel the command
-came from (bot.commands.thread_message); everything done in Jira is done with the user's own
-credentials.
+The message is named by its link or post id, or is the thread in which the bot was mentioned
+(`@jira attach KEY`, through the websocket listener). The bot reads it with its own Mattermost
+account, only for a caller who is a member of its channel (bot.commands.thread_message);
+everything done in Jira is done with the user's own credentials.
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ from bot.commands.context import Caller, CommandContext, CommandError
 from bot.commands.issue_common import actor_name, first_arg_key
 from bot.commands.registry import Arg
 from bot.commands.table import COMMANDS
-from bot.commands.thread_message import attach_comment, mattermost_site, read_root
+from bot.commands.thread_message import (
+    attach_comment,
+    how_to_name,
+    mattermost_site,
+    read_root,
+    split_message_ref,
+)
 from bot.jira.client import JiraSession
 from bot.jira.errors import JiraError
 from bot.mattermost.models import DeliveryError, OutgoingPost
@@ -24,7 +32,7 @@ from bot.mattermost.payloads import CommandResponse
 
 log = logging.getLogger(__name__)
 
-ATTACH_USAGE = "/jira attach KEY"
+ATTACH_USAGE = "/jira attach KEY <message link>"
 # Files larger than this are linked rather than copied into Jira (Jira Server's default limit).
 MAX_FILE_BYTES = 10 * 1024 * 1024
 MAX_FILES = 10  # Mattermost's own limit per post
@@ -68,21 +76,24 @@ def _files_told(attached: Sequence[str], linked: Sequence[tuple[str, str]]) -> s
 
 @COMMANDS.command(
     "issue attach",
-    help="Add the first message of this thread, with its files, to a Jira issue as a comment",
-    usage="[issue-key]",
+    help="Add a message (its link: ⋯ > Copy Link), with its files, to a Jira issue as a comment",
+    usage="[issue-key] [message link]",
     aliases=("attach",),
-    args=(Arg("Jira issue key", "[issue-key]"),),
+    args=(
+        Arg("Jira issue key", "[issue-key]"),
+        Arg("The message's link (⋯ > Copy Link) or post id", "[link]", required=False),
+    ),
     instance_option=True,
 )
 async def attach(ctx: CommandContext) -> CommandResponse:
+    ctx.args, ref = split_message_ref(ctx.args)
     key = first_arg_key(ctx, ATTACH_USAGE)
-    if not ctx.root_id:
-        raise CommandError(
-            f"Run `{ATTACH_USAGE}` in the thread of the message to add: reply to the message with it."
-        )
+    if ref is None and not ctx.root_id:  # ctx.root_id: the thread the bot was mentioned in
+        raise CommandError(how_to_name(ctx, f"attach {key}"))
+    post_id, team = (ref.post_id, ref.team) if ref else (ctx.root_id, ctx.team_domain)
+    root = await read_root(ctx, post_id, team)
     inst = await ctx.choose_instance(ctx.instance_arg)
     session = await ctx.jira(inst)
-    root = await read_root(ctx, ctx.root_id, ctx.team_domain)
     card = await session.issue(key)  # the user can see it; and its summary for the link
     attached, linked = await _copy_files(ctx, session, card.key, root.files)
     await session.add_comment(card.key, attach_comment(root, attached, linked))
@@ -91,7 +102,7 @@ async def attach(ctx: CommandContext) -> CommandResponse:
     link = issue_link(card.key, card.browse_url, "" if card.security_level else card.summary)
     told = f"Added the message{_files_told(attached, linked)} to {link} as a comment."
     reply = OutgoingPost(
-        channel_id=ctx.channel_id,
+        channel_id=root.channel_id or ctx.channel_id,
         message=f"{await actor_name(ctx)} added this message to Jira issue {link}",
         root_id=root.post_id,
     )
@@ -99,7 +110,7 @@ async def attach(ctx: CommandContext) -> CommandResponse:
         await ctx.deps.mattermost.create_post(reply)
     except DeliveryError as e:
         log.warning("could not reply in thread %s: %s", root.post_id, e)
-        told += " The bot could not reply in the thread; is it a member of this channel?"
+        told += " The bot could not reply in the thread; is it a member of that channel?"
     return CommandResponse.ephemeral(told)
 
 

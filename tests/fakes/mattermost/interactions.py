@@ -35,6 +35,60 @@ _MENTION_RE = re.compile(r"(?<![\w@])@([a-z0-9][a-z0-9._-]*)")
 _CHANNEL_MENTION_RE = re.compile(r"(?<![\w~])~([a-z0-9][a-z0-9_-]*)")
 
 
+# What Mattermost sends integrations, field for field, so that no test passes on a field a real
+# server never sends. Every request built below is checked against these lists.
+#
+# A custom slash command's form: App.tryExecuteCustomCommand builds it, App.DoCommandRequest posts
+# it (mattermost/mattermost, server/channels/app/command.go). The mention fields come once per
+# mention and only when the text has any. No root_id: the server keeps the thread to itself.
+COMMAND_FORM_FIELDS = frozenset(
+    {
+        "token",
+        "team_id",
+        "team_domain",
+        "channel_id",
+        "channel_name",
+        "user_id",
+        "user_name",
+        "command",
+        "text",
+        "trigger_id",
+        "response_url",
+        "user_mentions",
+        "user_mentions_ids",
+        "channel_mentions",
+        "channel_mentions_ids",
+    }
+)
+# A click: model.PostActionIntegrationRequest (server/public/model/integration_action.go).
+ACTION_REQUEST_FIELDS = frozenset(
+    {
+        "user_id",
+        "user_name",
+        "channel_id",
+        "channel_name",
+        "team_id",
+        "team_domain",
+        "post_id",
+        "trigger_id",
+        "type",
+        "data_source",
+        "context",
+    }
+)
+# A dialog submission: model.SubmitDialogRequest (same file); `url` is cleared by the server's
+# SubmitInteractiveDialog before sending and left out (omitempty).
+DIALOG_SUBMISSION_FIELDS = frozenset(
+    {"type", "callback_id", "state", "user_id", "channel_id", "team_id", "submission", "cancelled"}
+)
+
+
+def _only(fields: frozenset[str], keys: Any, what: str) -> None:
+    extra = set(keys) - fields
+    if extra:
+        raise AssertionError(f"a real Mattermost server never sends {sorted(extra)} in {what}")
+
+
 @dataclass(frozen=True, slots=True)
 class SlashForm:
     """A slash command request as Mattermost posts it to the command's URL."""
@@ -94,9 +148,11 @@ class Interactions:
         root_id: str = "",
     ) -> SlashForm:
         """The form Mattermost posts for `command text` typed by the user in the channel
-        (server's App.ExecuteCommand): a fresh trigger id and response_url, the users and public
+        (`COMMAND_FORM_FIELDS`): a fresh trigger id and response_url, the users and public
         channels the text mentions, the token as a field and as "Authorization: Token …".
-        `team` (a name) is the team the user is in, needed for direct channels."""
+        `team` (a name) is the team the user is in, needed for direct channels. `root_id` is the
+        thread the command was typed in: the server puts an in_channel answer there, but the
+        form does not carry it."""
         user = self.users[user_id]
         channel = self.channels[channel_id]
         team_id = self._team_id(team) if team else channel["team_id"]
@@ -127,8 +183,7 @@ class Interactions:
             found = self._find_channel(team_id, name)
             if found is not None and found["type"] == "O":
                 pairs += [("channel_mentions", name), ("channel_mentions_ids", found["id"])]
-        if root_id:
-            pairs.append(("root_id", root_id))
+        _only(COMMAND_FORM_FIELDS, (k for k, _ in pairs), "a slash command's form")
         # Go's url.Values.Encode sorts by key; values of one key keep their order.
         pairs.sort(key=lambda kv: kv[0])
         fields: dict[str, list[str]] = {}
@@ -175,6 +230,7 @@ class Interactions:
             "data_source": data_source,
             "context": context,
         }
+        _only(ACTION_REQUEST_FIELDS, body, "a click")
         return str(integration.get("url", "")), body
 
     @staticmethod
@@ -208,6 +264,7 @@ class Interactions:
             "submission": None if cancelled else dict(submission),
             "cancelled": cancelled,
         }
+        _only(DIALOG_SUBMISSION_FIELDS, body, "a dialog submission")
         return str(opened["url"]), body
 
     async def wait_for_command_responses(self, n: int, timeout: float = 5.0) -> list[dict[str, Any]]:  # noqa: ASYNC109

@@ -84,6 +84,13 @@ class Posts:
             self.users[user_id], self.channels[channel], {"message": message, "root_id": root_id}
         )
 
+    def delete_post(self, post_id: str) -> None:
+        """Someone deletes the post (DELETE /posts/{id}): it is kept with `delete_at` set, is no
+        longer served (404), and a reply to it is refused with 400
+        `api.post.create_post.root_id.app_error`, as the server's CreatePost does (the web app
+        reads that error as "the root post was deleted")."""
+        self._posts_by_id[post_id]["delete_at"] = _now_ms()
+
     def posts_in(self, channel_id: str) -> list[dict[str, Any]]:
         return [p for p in self.posts if p["channel_id"] == channel_id]
 
@@ -212,7 +219,7 @@ class Posts:
         if not is_valid_id(post_id):
             raise _invalid_url_param("post_id")
         post = self._posts_by_id.get(post_id)
-        if post is None:
+        if post is None or post["delete_at"]:
             raise _MattermostError(404, "app.post.get.app_error", "Unable to get the post.")
         if not self._can_access(request[_USER], self.channels[post["channel_id"]]):
             raise _permission_error()
@@ -344,7 +351,7 @@ class Posts:
         root: dict[str, Any] | None = None
         if root_id:
             root = self._posts_by_id.get(root_id)
-            if root is None or root["root_id"]:
+            if root is None or root["root_id"] or root["delete_at"]:
                 raise _MattermostError(
                     400, "api.post.create_post.root_id.app_error", "Invalid RootId parameter."
                 )

@@ -152,6 +152,10 @@ class Websockets:
 
     def _broadcast_post(self, user: dict[str, Any], channel: dict[str, Any], post: dict[str, Any]) -> None:
         members = self._members.get(channel["id"], set())
+        # The server's `posted` event (App.SendNotifications, server/channels/app/notification.go):
+        # data.post is the post as a JSON string; "mentions" and "followers" (JSON lists of user
+        # ids) are added only when there are any and are not modelled. The bot reads data.post
+        # and data.channel_type (bot/chat/listener.py).
         data = {
             "channel_display_name": channel["display_name"],
             "channel_name": channel["name"],
