@@ -167,8 +167,16 @@ class Intake:
                 return self._result(Outcome.BAD_REQUEST, "unknown team or channel")
             params["channel_id"] = channel_id
 
+        # Webhooks about one issue are processed in the order they were accepted, by whichever
+        # replica (bot.store.inbox, claim). By id, as keys change when an issue moves.
+        issue_ref = (peek.issue.id or peek.issue.key) if peek.issue else None
         row = NewInboxRow(
-            dedupe_key=req.delivery_id, route=req.route, instance_id=instance, params=params, body=req.body
+            dedupe_key=req.delivery_id,
+            route=req.route,
+            instance_id=instance,
+            params=params,
+            body=req.body,
+            order_key=f"{instance}|{issue_ref}" if issue_ref else None,
         )
         try:
             inbox_id, created = await self._writer.enqueue(row)

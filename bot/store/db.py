@@ -23,12 +23,14 @@ from bot.store.interfaces import (
     InboxRepository,
     KeyValueRepository,
     LeaseRepository,
+    ReplicaRepository,
     SubscriptionRepository,
     ThreadRepository,
 )
 from bot.store.kv import SqlKeyValueRepository
 from bot.store.leases import SqlLeaseRepository
 from bot.store.migrations import migrate
+from bot.store.replicas import SqlReplicaRepository
 from bot.store.sql_access import WRITE_OPTION, SqlAccess
 from bot.store.subscriptions import SqlSubscriptionRepository
 from bot.store.threads import SqlThreadRepository
@@ -206,6 +208,7 @@ class Database:
     threads: ThreadRepository
     kv: KeyValueRepository
     leases: LeaseRepository
+    replicas: ReplicaRepository
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -216,6 +219,7 @@ class Database:
         self.threads = SqlThreadRepository(access)
         self.kv = SqlKeyValueRepository(access)
         self.leases = SqlLeaseRepository(access)
+        self.replicas = SqlReplicaRepository(access)
 
     @classmethod
     async def open(

@@ -11,9 +11,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Row
 
 from bot.store.interfaces import Delivery, DeliveryStatus, InboxStatus, NewDelivery
+from bot.store.replicas import claimable
 from bot.store.schema import deliveries as delivery_table
 from bot.store.schema import webhook_inbox
-from bot.store.sql_access import SqlAccess, lease_free, ready_at, status_counts
+from bot.store.sql_access import SqlAccess, ready_at, status_counts
 
 
 def new_delivery_row(
@@ -81,13 +82,18 @@ class SqlDeliveryRepository:
         t = delivery_table
         candidate = t.alias("candidate")
         # Only the head of each order_key is eligible: a later post for the same issue waits while an
-        # earlier one is pending, leased or backing off, so the channel sees the issue's events in order.
+        # earlier one is pending, leased (by any replica) or backing off, so the channel sees the
+        # issue's events in order. A dead-lettered post no longer holds its successors back: they
+        # go on, and the dead one goes out late if it is replayed. Ids are the sequence: the inbox
+        # claim (bot.store.inbox) commits one issue's deliveries one webhook after another, in
+        # the order the webhooks were accepted. Rows of a replica whose heartbeat stopped are
+        # taken over (bot.store.replicas).
         ids = (
             sa.select(candidate.c.id)
             .where(
                 candidate.c.status == DeliveryStatus.PENDING.value,
                 candidate.c.next_attempt_at <= now,
-                lease_free(candidate, now),
+                claimable(candidate, now),
                 ~_has_older_pending(candidate),
             )
             .order_by(candidate.c.next_attempt_at, candidate.c.id)
@@ -103,6 +109,20 @@ class SqlDeliveryRepository:
         async with self._db.write() as conn:
             rows = (await conn.execute(stmt)).all()
         return sorted((_delivery(r) for r in rows), key=lambda d: (d.next_attempt_at, d.id))
+
+    async def enqueue(self, deliveries: Sequence[NewDelivery], *, now: datetime) -> list[int | None]:
+        if not deliveries:
+            return []
+        t = delivery_table
+        insert = self._db.insert(t)
+        # The unique pending_post_id is the idempotency key: a second enqueue of it is a no-op.
+        stmt = insert.on_conflict_do_nothing(index_elements=[t.c.pending_post_id]).returning(t.c.id)
+        ids: list[int | None] = []
+        async with self._db.write() as conn:
+            for d in deliveries:
+                row = new_delivery_row(d, inbox_id=None, received_at=now, now=now)
+                ids.append((await conn.execute(stmt.values(**row))).scalar())
+        return ids
 
     async def _finish(self, delivery_id: int, owner: str, values: Mapping[str, Any]) -> bool:
         t = delivery_table
@@ -177,6 +197,19 @@ class SqlDeliveryRepository:
                 "dead_at": now,
             },
         )
+
+    async def release_held(self, *, owner: str) -> int:
+        """At a clean stop: drop the leases `owner` holds, for another replica to take the posts
+        at once (with their pending_post_id, so one that did reach Mattermost is not doubled)."""
+        t = delivery_table
+        stmt = (
+            sa.update(t)
+            .where(t.c.lease_owner == owner, t.c.status == DeliveryStatus.PENDING.value)
+            .values(lease_owner=None, lease_until=None)
+            .returning(t.c.id)
+        )
+        async with self._db.write() as conn:
+            return len((await conn.execute(stmt)).all())
 
     async def get(self, delivery_id: int) -> Delivery | None:
         async with self._db.read() as conn:

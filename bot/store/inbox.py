@@ -15,9 +15,10 @@ from sqlalchemy.engine import Row
 
 from bot.store.deliveries import new_delivery_row
 from bot.store.interfaces import InboxCompletion, InboxItem, InboxStatus, NewDelivery, NewInboxRow
+from bot.store.replicas import claimable
 from bot.store.schema import deliveries as delivery_table
 from bot.store.schema import webhook_inbox
-from bot.store.sql_access import PAGE, SqlAccess, lease_free, ready_at, status_counts
+from bot.store.sql_access import PAGE, SqlAccess, ready_at, status_counts
 
 _FINAL_INBOX_STATUSES = frozenset({InboxStatus.DONE, InboxStatus.IGNORED, InboxStatus.FAILED})
 
@@ -52,6 +53,7 @@ _SQLITE_INBOX_COLUMNS = (
     "available_at",
     "status",
     "attempts",
+    "order_key",
 )
 
 
@@ -93,6 +95,7 @@ def _inbox_row(row: NewInboxRow, now: datetime) -> dict[str, Any]:
         "available_at": now,
         "status": InboxStatus.PENDING.value,
         "attempts": 0,
+        "order_key": row.order_key,
     }
 
 
@@ -225,6 +228,7 @@ class SqlInboxRepository:
                             when,
                             InboxStatus.PENDING.value,
                             0,
+                            row.order_key,
                         )
                     returned = await driver.execute_fetchall(_sqlite_inbox_insert(size, keyed), params)
                     if keyed:
@@ -262,20 +266,43 @@ class SqlInboxRepository:
         return self._converters
 
     async def claim(self, *, limit: int, owner: str, now: datetime, lease_seconds: float) -> list[InboxItem]:
+        """Lease pending rows, at most one per issue: the earliest unfinished one of its issue.
+
+        Per-issue order across replicas: a row whose issue (`order_key`) has an earlier row still
+        pending (leased by any replica, waiting for a retry, or not yet claimed) is not taken, so
+        the deliveries of one issue's webhooks are committed one webhook after another, and their
+        ids (the order `bot.store.deliveries` posts them in) follow the webhooks' order. A row
+        closed as failed (a dead letter) no longer holds its successors back.
+
+        The sequence is the order of acceptance (the row id), not Jira's `timestamp`: Jira sends
+        the events of an issue one after another as they happen, so acceptance order is their
+        order; `timestamp` has millisecond resolution (ties within a bulk change), comes from the
+        clocks of several Jira nodes on Data Center, and is absent from some events. Two webhooks
+        of one issue accepted at the same moment by two replicas have no order to keep.
+
+        Rows held by a replica whose heartbeat stopped are taken over (`bot.store.replicas`).
+        """
         if limit <= 0:
             return []
         t = webhook_inbox
         candidate = t.alias("candidate")
+        earlier = t.alias("earlier")
         ids = (
             sa.select(candidate.c.id)
             .where(
                 candidate.c.status == InboxStatus.PENDING.value,
                 candidate.c.available_at <= now,
-                lease_free(candidate, now),
+                claimable(candidate, now),
+                # NULL order_key (a webhook naming no issue) matches nothing: no order to keep.
+                ~sa.exists().where(
+                    earlier.c.order_key == candidate.c.order_key,
+                    earlier.c.status == InboxStatus.PENDING.value,
+                    earlier.c.id < candidate.c.id,
+                ),
             )
             .order_by(candidate.c.id)
             .limit(limit)
-            .with_for_update(skip_locked=True)
+            .with_for_update(skip_locked=True, of=candidate)
         )
         stmt = (
             sa.update(t)
@@ -391,6 +418,15 @@ class SqlInboxRepository:
         )
         async with self._db.write() as conn:
             return len((await conn.execute(stmt)).all())
+
+    async def release_held(self, *, owner: str) -> int:
+        """At a clean stop: give back every row `owner` holds (as `give_back`), for another
+        replica to take at once; returns how many."""
+        t = webhook_inbox
+        held = sa.select(t.c.id).where(t.c.lease_owner == owner, t.c.status == InboxStatus.PENDING.value)
+        async with self._db.read() as conn:
+            ids = [int(r[0]) for r in (await conn.execute(held)).all()]
+        return await self.give_back(ids, owner=owner)
 
     async def get(self, item_id: int) -> InboxItem | None:
         async with self._db.read() as conn:
