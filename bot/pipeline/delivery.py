@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -23,8 +24,17 @@ from bot.store.interfaces import Delivery, DeliveryRepository, NewThreadRoot, Th
 log = logging.getLogger(__name__)
 
 DIRECT_MESSAGE = "direct_message"
+# A channel post's thread role (bot.pipeline.processor): "thread" replies to the issue's thread
+# root in the channel, "root" stays at the top level; either becomes the root when there is none.
+THREAD = "thread"
 # Recorded as the post id of a DM that was not sent (its recipient may not see the issue).
 NOT_SENT = "-"
+
+
+def _root_gone(error: DeliveryError) -> bool:
+    """Whether Mattermost refused a reply because its root post is gone: 400
+    api.post.create_post.root_id.app_error for a deleted (or unknown) root, 404 on some paths."""
+    return (error.status == 400 and "root_id" in str(error)) or error.status == 404
 
 
 class DirectMessages(Protocol):
@@ -58,6 +68,8 @@ class DeliveryWorker:
         self._delivered = metrics.posts.labels("delivered")
         # Set by the composition root when direct messages can be sent (slash commands set up).
         self.direct_messages: DirectMessages | None = None
+        # Deliveries posted at the top level in a thread role, whose post is to become the root.
+        self._posted_as_root: set[int] = set()
 
     async def run_once(self) -> int:
         """Claim the deliveries that are due and send them; returns how many were claimed.
@@ -106,7 +118,7 @@ class DeliveryWorker:
         instance_id = str(payload.get("instance_id", ""))
         thread = payload.get("thread", "")
         root_id = ""
-        if thread == "reply":
+        if thread in (THREAD, "reply"):  # "reply": queued by an older version, a comment too
             root_id = (
                 await self._threads.get_root(instance_id, d.channel_id, issue_key, now=self._clock()) or ""
             )
@@ -118,10 +130,25 @@ class DeliveryWorker:
             pending_post_id=d.pending_post_id,
         )
         try:
-            return await self._sink.create_post(post)
+            post_id = await self._sink.create_post(post)
         except DeliveryError as e:
-            await self._failed(d, e)
-            return None
+            if not (root_id and _root_gone(e)):
+                await self._failed(d, e)
+                return None
+            # The thread's first post was deleted: this post starts a new thread.
+            log.info(
+                "%s: thread root %s in %s is gone; starting a new thread", issue_key, root_id, d.channel_id
+            )
+            await self._threads.forget_root(instance_id, d.channel_id, issue_key, root_post_id=root_id)
+            try:
+                post_id = await self._sink.create_post(replace(post, root_id=""))
+            except DeliveryError as again:
+                await self._failed(d, again)
+                return None
+            root_id = ""
+        if thread and not root_id:
+            self._posted_as_root.add(d.id)
+        return post_id
 
     async def _send_direct(self, d: Delivery) -> str | None:
         if self.direct_messages is None:
@@ -141,9 +168,9 @@ class DeliveryWorker:
         if not posted:
             return
         now = self._clock()
-        marked = await self._store.mark_delivered_many(
-            [(d.id, post_id) for d, post_id in posted], owner=self._owner, now=now
-        )
+        # Roots first: once a post is marked delivered, the issue's next post may be claimed
+        # (here or by another replica) and must find the thread. Of concurrent first posts the
+        # first root recorded stays (an insert-if-absent); the others stay at the top level.
         expires = now + timedelta(days=self._posts.thread_comments_days)
         roots = [
             NewThreadRoot(
@@ -153,10 +180,14 @@ class DeliveryWorker:
                 root_post_id=post_id,
                 expires_at=expires,
             )
-            for (d, post_id), ok in zip(posted, marked, strict=True)
-            if ok and d.payload.get("thread", "") == "root"
+            for d, post_id in posted
+            if d.id in self._posted_as_root
         ]
+        self._posted_as_root.difference_update(d.id for d, _ in posted)
         await self._threads.set_roots_if_absent(roots, now=now)
+        marked = await self._store.mark_delivered_many(
+            [(d.id, post_id) for d, post_id in posted], owner=self._owner, now=now
+        )
         for (d, post_id), ok in zip(posted, marked, strict=True):
             if not ok:
                 log.warning("delivery %s: lease lost before it was recorded; another worker has it", d.id)

@@ -68,11 +68,14 @@ class Plan:
 
 
 def _thread_role(event: IssueEvent, settings: ChannelPostSettings) -> str:
-    """'reply' for comments (posted under the issue's first post in the channel), else 'root'
-    (the post may become that first post)."""
+    """How a channel post takes part in the issue's thread in that channel, when threading is
+    on: 'thread' for comments (a reply to the issue's first post there, or that first post when
+    there is none yet), 'root' for other events (at the top level, and the first post when there
+    is none yet). bot.pipeline.delivery decides when it posts, so whatever the kind of the first
+    post, a channel of comments only gets threads too."""
     if settings.thread_comments_days <= 0:
         return ""
-    return "reply" if event.kinds & COMMENT_KINDS else "root"
+    return "thread" if event.kinds & COMMENT_KINDS else "root"
 
 
 def instance_of(item: InboxItem, event: IssueEvent) -> str:
@@ -435,8 +438,8 @@ class EventProcessor:
             return plan
         return Plan("routed" if deliveries else plan.outcome, deliveries, event)
 
-    async def run(self, wake: asyncio.Event, poll_interval: float) -> None:
+    async def run(self, wake: asyncio.Event, poll_interval: float, stop: asyncio.Event | None = None) -> None:
         async def idle_wait() -> float:
             return poll_interval
 
-        await work_loop("event processing", self.run_once, wake, idle_wait)
+        await work_loop("event processing", self.run_once, wake, idle_wait, stop)

@@ -1,4 +1,10 @@
-"""Issue thread roots in SQL: the post under which a channel's notifications of one issue gather."""
+"""Issue thread roots in SQL: the post under which a channel's notifications of one issue gather.
+
+One row per (instance, channel, issue), its primary key: recording a root is an insert-if-absent
+(ON CONFLICT … DO UPDATE only over an expired row), so concurrent first posts, also from several
+replicas, agree on the first root recorded. A root whose post was deleted is dropped with
+`forget_root` (compare-and-delete) and the next post becomes the new root.
+"""
 
 from __future__ import annotations
 
@@ -90,6 +96,19 @@ class SqlThreadRepository:
             return
         async with self._db.write() as conn:
             await conn.execute(self._root_upsert(now), list(first.values()))
+
+    async def forget_root(
+        self, instance_id: str, channel_id: str, issue_key: str, *, root_post_id: str
+    ) -> bool:
+        # Compare-and-delete: a root another worker recorded meanwhile is kept.
+        t = issue_threads
+        stmt = (
+            sa.delete(t)
+            .where(self._key(instance_id, channel_id, issue_key), t.c.root_post_id == root_post_id)
+            .returning(t.c.issue_key)
+        )
+        async with self._db.write() as conn:
+            return (await conn.execute(stmt)).first() is not None
 
     async def purge_expired(self, *, now: datetime) -> int:
         t = issue_threads
