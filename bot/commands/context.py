@@ -17,7 +17,7 @@ from bot.instances import Instance, InstanceDirectory
 from bot.jira.client import JiraGateway, JiraSession
 from bot.jira.errors import JiraError
 from bot.mattermost.client import MattermostClient
-from bot.mattermost.models import DeliveryError
+from bot.mattermost.models import DeliveryError, MattermostNotConfigured
 from bot.mattermost.payloads import ActionFactory
 from bot.metrics import Metrics
 from bot.pipeline.subscriptions import SubscriptionCache
@@ -62,6 +62,11 @@ class Deps:
     def dialog_url(self) -> str:
         return f"{self.public_url}/mattermost/dialogs"
 
+    @property
+    def unconfigured_commands(self) -> tuple[str, ...]:
+        """First words of the commands of features this bot has not configured (not in help)."""
+        return () if self.gate is not None else ("change",)
+
 
 @dataclass
 class Caller:
@@ -77,6 +82,7 @@ class Caller:
     trigger_id: str = ""
     root_id: str = ""
     _admin: bool | None = field(default=None, repr=False)
+    _admin_unknown: str = field(default="", repr=False)
     _jira_instance: Instance | None = field(default=None, repr=False)
 
     def now(self) -> datetime:
@@ -87,13 +93,16 @@ class Caller:
         if self._admin is None:
             try:
                 self._admin = await self.deps.mattermost.is_system_admin(self.user_id)
+            except MattermostNotConfigured as e:
+                self._admin, self._admin_unknown = False, str(e)
             except DeliveryError:
                 self._admin = False
         return self._admin
 
     async def require_admin(self) -> None:
         if not await self.is_admin():
-            raise CommandError("This command is for Mattermost system admins.")
+            # Without a Mattermost server nobody can be known as an admin: say that instead.
+            raise CommandError(self._admin_unknown or "This command is for Mattermost system admins.")
 
     def instance_named(self, name: str) -> Instance:
         inst = self.deps.instances.find(name)

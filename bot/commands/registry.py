@@ -7,7 +7,8 @@ prefix of its words, as the Mattermost Jira plugin does. This module is pure: no
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+import difflib
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -249,28 +250,78 @@ class CommandRegistry(Generic[Ctx, R]):
                 return spec, n
         return None
 
-    def resolve_or_help(self, text: str, *, is_admin: bool, extra: str = "") -> Match[Ctx, R] | Help:
-        """The command to run, or the help to show for unknown or malformed input. Whether the
-        user may run an admin command is the caller's check (`match.spec.admin`)."""
+    def resolve_or_help(
+        self, text: str, *, is_admin: bool, extra: str = "", unavailable: Collection[str] = ()
+    ) -> Match[Ctx, R] | Help:
+        """The command to run, or the help to show for unknown or malformed input: the whole help
+        for empty input, else "unknown command … — did you mean …" with the relevant help lines.
+        Whether the user may run an admin command is the caller's check (`match.spec.admin`).
+        `unavailable`: first words of commands this bot has not configured (left out of help)."""
         try:
             match = self.dispatch_target(text)
         except UsageError as e:
-            return Help(e.message + "\n\n" + self.help_text(is_admin, extra))
+            return Help(e.message + "\n\n" + self.help_text(is_admin, extra, unavailable))
         if match is None:
-            return Help(self.help_text(is_admin, extra))
+            words = [w for w in tokenize(text) if w.lower() != "/" + self.trigger]
+            if words:
+                return Help(self.unknown_text(words, is_admin, unavailable))
+            return Help(self.help_text(is_admin, extra, unavailable))
         return match
+
+    def unknown_text(self, words: Sequence[str], is_admin: bool, unavailable: Collection[str] = ()) -> str:
+        """What to answer input that names no command: the unknown word, the closest command
+        when one is close, and the help lines of the commands meant."""
+        t = self.trigger
+        specs = self._visible(is_admin, unavailable)
+        paths = {tuple(p.split()): spec for spec in specs for p in spec.paths}
+        first = words[0].lower()
+        group = {p[1]: spec for p, spec in paths.items() if len(p) > 1 and p[0] == first}
+        if group and (first,) not in paths:
+            sub = words[1].lower() if len(words) > 1 else ""
+            near = difflib.get_close_matches(sub, list(group), n=1, cutoff=0.6) if sub else []
+            if not sub:
+                head = f"`/{t} {first}` needs a subcommand:"
+                meant = list(dict.fromkeys(group.values()))
+            elif near:
+                head = (
+                    f"Unknown subcommand `{sub}` of `/{t} {first}` — did you mean `/{t} {first} {near[0]}`?"
+                )
+                meant = [group[near[0]]]
+            else:
+                head = f"Unknown subcommand `{sub}` of `/{t} {first}`; it has these:"
+                meant = list(dict.fromkeys(group.values()))
+            return "\n".join([head, *(self._help_line(s) for s in meant)]) + "\n"
+        firsts = {p[0]: spec for p, spec in paths.items()}
+        near = difflib.get_close_matches(first, list(firsts), n=1, cutoff=0.6)
+        if not near:
+            if first in unavailable:
+                return f"`/{t} {first}` is not configured on this bot. `/{t} help` lists the commands.\n"
+            return f"Unknown command `/{t} {first}` — `/{t} help` lists the commands.\n"
+        meant = list(dict.fromkeys(spec for p, spec in paths.items() if p[0] == near[0]))
+        head = f"Unknown command `/{t} {first}` — did you mean `/{t} {near[0]}`?"
+        return "\n".join([head, *(self._help_line(s) for s in meant)]) + "\n"
+
+    def _visible(self, is_admin: bool, unavailable: Collection[str]) -> list[CommandSpec[Ctx, R]]:
+        off = {w.lower() for w in unavailable}
+        return [
+            s
+            for s in self._specs
+            if not s.hidden and (is_admin or not s.admin) and not off & {p.split()[0] for p in s.paths}
+        ]
 
     # -- help ---------------------------------------------------------------------------------
 
-    def help_text(self, is_admin: bool, extra: str = "") -> str:
-        """Markdown help in the plugin's style; admin commands only for admins, hidden never."""
-        common = [self._help_line(s) for s in self._specs if not s.hidden and not s.admin]
+    def help_text(self, is_admin: bool, extra: str = "", unavailable: Collection[str] = ()) -> str:
+        """Markdown help in the plugin's style; admin commands only for admins, hidden never,
+        nor those whose first word is `unavailable` (a feature this bot has not configured)."""
+        shown = self._visible(is_admin, unavailable)
+        common = [self._help_line(s) for s in shown if not s.admin]
         lines = ["###### Jira slash commands"]
         if extra.strip():
             lines += [extra.strip(), ""]
         lines += common
         if is_admin:
-            admin = [self._help_line(s) for s in self._specs if not s.hidden and s.admin]
+            admin = [self._help_line(s) for s in shown if s.admin]
             if admin:
                 lines += ["", "###### For system administrators:", *admin]
         return "\n".join(lines) + "\n"

@@ -12,7 +12,7 @@ from bot.commands.context import ActionContext, CommandContext, CommandError, De
 from bot.commands.registry import Help
 from bot.commands.table import ACTIONS, COMMANDS, DIALOGS
 from bot.jira.errors import JiraError
-from bot.mattermost.models import DeliveryError
+from bot.mattermost.models import DeliveryError, MattermostNotConfigured
 from bot.mattermost.payloads import (
     ActionRequest,
     ActionResponse,
@@ -60,11 +60,12 @@ class CommandService:
 
     async def _run(self, ctx: CommandContext, text: str) -> CommandResponse:
         extra = self.deps.settings.commands.extra_help
-        found = COMMANDS.resolve_or_help(text, is_admin=False, extra=extra)
+        off = self.deps.unconfigured_commands
+        found = COMMANDS.resolve_or_help(text, is_admin=False, extra=extra, unavailable=off)
         if isinstance(found, Help):
             # Admins see the admin part of the help; asking Mattermost only when help is shown.
             if await ctx.is_admin():
-                found = COMMANDS.resolve_or_help(text, is_admin=True, extra=extra)
+                found = COMMANDS.resolve_or_help(text, is_admin=True, extra=extra, unavailable=off)
             if isinstance(found, Help):
                 return CommandResponse.ephemeral(found.text)
         ctx.args = found.args
@@ -78,6 +79,8 @@ class CommandService:
             return CommandResponse.ephemeral(e.message)
         except JiraError as e:
             return CommandResponse.ephemeral(await ctx.explain(e))
+        except MattermostNotConfigured as e:
+            return CommandResponse.ephemeral(str(e))
         except DeliveryError as e:
             if not ctx.trigger_id and e.status == 400:
                 # Only a slash command carries the trigger id Mattermost needs to open a dialog.
@@ -108,6 +111,8 @@ class CommandService:
             return ActionResponse.ephemeral(e.message)
         except JiraError as e:
             return ActionResponse.ephemeral(await ctx.explain(e))
+        except MattermostNotConfigured as e:
+            return ActionResponse.ephemeral(str(e))
         except DeliveryError:
             return ActionResponse.ephemeral(MATTERMOST_DOWN)
 
@@ -131,5 +136,7 @@ class CommandService:
             return DialogResponse(error=e.message)
         except JiraError as e:
             return DialogResponse(error=await ctx.explain(e))
+        except MattermostNotConfigured as e:
+            return DialogResponse(error=str(e))
         except DeliveryError:
             return DialogResponse(error=MATTERMOST_DOWN)

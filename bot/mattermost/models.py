@@ -51,6 +51,14 @@ class DeliveryError(Exception):
         self.status = status
 
 
+class MattermostNotConfigured(DeliveryError):
+    """What was asked needs a Mattermost server, and none is configured (no `mattermost.url`).
+    The message is a sentence for the user."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
+
+
 class PostSink(Protocol):
     """Where posts go: the Mattermost REST API, or the console when no Mattermost is configured."""
 

@@ -58,7 +58,7 @@ async def test_unknown_text_gets_the_help_with_the_dm_hint(harness: Harness, cha
 
     [answer] = await eventually(lambda: answers(harness, channel))
     assert answer["message"].startswith(DM_HINT)
-    assert "connect [instance]` - Connect your Mattermost account" in answer["message"]
+    assert "Unknown command `/jira hello` — did you mean `/jira help`?" in answer["message"]
 
 
 async def test_a_command_that_opens_a_dialog_points_to_the_slash_command(

@@ -15,10 +15,24 @@ async def test_help_shows_admin_part_only_to_admins(harness: Harness) -> None:
     assert "For system administrators" in admin
 
 
-async def test_unknown_input_shows_help(harness: Harness) -> None:
+async def test_unknown_input_names_the_closest_command(harness: Harness) -> None:
     answer = await harness.command("alice", "frobnicate now")
     assert answer["response_type"] == "ephemeral"
-    assert "Jira slash commands" in answer["text"] and "connect" in answer["text"]
+    assert answer["text"] == "Unknown command `/jira frobnicate` — `/jira help` lists the commands.\n"
+    typo = (await harness.command("alice", "viwe ABC-1"))["text"]
+    assert typo.startswith("Unknown command `/jira viwe` — did you mean `/jira view`?\n* `/jira [issue] view")
+    assert "Jira slash commands" not in typo
+    # The admin part is suggested to admins only.
+    admin = (await harness.command("admin", "instance bogus"))["text"]
+    assert admin.startswith("Unknown subcommand `bogus` of `/jira instance`")
+    assert "/jira instance install" in admin
+
+
+async def test_help_lists_change_commands_only_with_a_gate(harness: Harness) -> None:
+    assert harness.services.commands is not None and harness.services.commands.deps.gate is None
+    assert "/jira change" not in (await harness.command("alice", "help"))["text"]
+    answer = (await harness.command("alice", "change bogus"))["text"]
+    assert answer.startswith("`/jira change` is not configured on this bot.")
 
 
 async def test_admin_command_refused_to_a_user(harness: Harness) -> None:

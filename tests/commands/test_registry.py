@@ -229,8 +229,8 @@ def test_resolve_or_help(registry: CommandRegistry[Ctx, str]) -> None:
     assert isinstance(match, Match)
     assert match.spec.name == "view"
 
-    unknown = registry.resolve_or_help("frobnicate", is_admin=False)
-    assert unknown == Help(registry.help_text(False))
+    unknown = registry.resolve_or_help("frobnicate the widgets", is_admin=False)
+    assert unknown == Help("Unknown command `/jira frobnicate` — `/jira help` lists the commands.\n")
 
     admin_unknown = registry.resolve_or_help("", is_admin=True, extra="Ask #jira-help")
     assert admin_unknown == Help(registry.help_text(True, "Ask #jira-help"))
@@ -238,6 +238,73 @@ def test_resolve_or_help(registry: CommandRegistry[Ctx, str]) -> None:
     malformed = registry.resolve_or_help("view --instance", is_admin=False)
     assert isinstance(malformed, Help)
     assert malformed.text == "`--instance` needs a Jira URL or alias.\n\n" + registry.help_text(False)
+
+
+@pytest.mark.parametrize(
+    ("text", "is_admin", "expected"),
+    [
+        (
+            "veiw ABC-1",
+            False,
+            "Unknown command `/jira veiw` — did you mean `/jira view`?\n"
+            "* `/jira [issue] view KEY` - View the details of a specific Jira issue\n",
+        ),
+        (
+            "issue vew ABC-1",
+            False,
+            "Unknown subcommand `vew` of `/jira issue` — did you mean `/jira issue view`?\n"
+            "* `/jira [issue] view KEY` - View the details of a specific Jira issue\n",
+        ),
+        (
+            "instance bogus",
+            True,
+            "Unknown subcommand `bogus` of `/jira instance`; it has these:\n"
+            "* `/jira [instance] connect [jira-url]` - Connect your Mattermost account to your Jira account\n"
+            "* `/jira [instance] settings` - View or update your settings (also `/jira settings list`)\n"
+            "* `/jira instance list` - List installed Jira instances\n",
+        ),
+        (
+            "issue",
+            False,
+            "`/jira issue` needs a subcommand:\n"
+            "* `/jira [issue] view KEY` - View the details of a specific Jira issue\n"
+            "* `/jira [issue] transition KEY STATE…` - Change the state of a Jira issue\n",
+        ),
+        # Admin commands are neither suggested nor listed to other users.
+        ("webhok", False, "Unknown command `/jira webhok` — `/jira help` lists the commands.\n"),
+        (
+            "webhok",
+            True,
+            "Unknown command `/jira webhok` — did you mean `/jira webhook`?\n"
+            "* `/jira webhook` - Show the webhook URLs\n",
+        ),
+    ],
+)
+def test_unknown_commands_name_the_closest_one_and_its_help_line(
+    registry: CommandRegistry[Ctx, str], text: str, is_admin: bool, expected: str
+) -> None:
+    assert registry.resolve_or_help(text, is_admin=is_admin) == Help(expected)
+
+
+def test_unavailable_groups_leave_help_and_suggestions() -> None:
+    reg: CommandRegistry[Ctx, str] = CommandRegistry("jira")
+
+    @reg.command("change list", help="List the change gate's gates")
+    async def change_list(ctx: Ctx) -> str:
+        return "change"
+
+    @reg.command("view", help="View an issue")
+    async def view(ctx: Ctx) -> str:
+        return "view"
+
+    assert "change list" in reg.help_text(False)
+    assert "change" not in reg.help_text(False, unavailable=("change",))
+    assert reg.resolve_or_help("chnage list", is_admin=False, unavailable=("change",)) == Help(
+        "Unknown command `/jira chnage` — `/jira help` lists the commands.\n"
+    )
+    assert reg.resolve_or_help("change bogus", is_admin=False, unavailable=("change",)) == Help(
+        "`/jira change` is not configured on this bot. `/jira help` lists the commands.\n"
+    )
 
 
 async def test_decorator_returns_the_handler_unchanged(registry: CommandRegistry[Ctx, str]) -> None:

@@ -28,7 +28,10 @@ async def _instance_from_args(ctx: CommandContext) -> Instance:
 
 @COMMANDS.command("help", help="Show this help text")
 async def help_command(ctx: CommandContext) -> CommandResponse:
-    text = COMMANDS.help_text(await ctx.is_admin(), ctx.deps.settings.commands.extra_help)
+    deps = ctx.deps
+    text = COMMANDS.help_text(
+        await ctx.is_admin(), deps.settings.commands.extra_help, deps.unconfigured_commands
+    )
     return CommandResponse.ephemeral(text)
 
 
