@@ -16,6 +16,13 @@ An event whose snapshot is partial (`IssueSnapshot.fields_partial`: Cloud's stan
 events carry a handful of fields and no security level) matches nothing: its security level and
 most filtered fields are unknown. The plugin fetches the full issue before matching such events;
 callers here must do the same (and build the event from the full issue) to route them.
+
+A subscription's JQL (`filters.jql`, see `bot/routing/jql/`) is compiled once, when the index is
+built, and ANDed with its other filters. With JQL, `projects` is optional: the index then files the
+subscription under the projects of the JQL's top-level `project = X` / `project IN (...)`, or, when
+the JQL names none, under every project of its instance. JQL that does not compile, or that has
+clauses only Jira can answer, makes the subscription match nothing (saving refuses both). Relative
+dates (`-7d`, `startOfDay()`) are evaluated at the event's time (the webhook's timestamp).
 """
 
 from __future__ import annotations
@@ -23,8 +30,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from bot.jira.events import EVENT_UPDATED_ANY, IssueEvent, NamedValue
+from bot.routing.jql import CompiledJql, IssueValues, JqlError, compile_jql
+from bot.routing.jql.dates import parse_field_date
 from bot.routing.model import SECURITY_FIELD_KEYS, FieldFilter, Inclusion, Subscription, SubscriptionFilters
 
 _UPDATED_PREFIX = "event_updated"
@@ -154,13 +164,16 @@ class _Check:
 
     __slots__ = ("broken", "fields", "filters_security", "issue_type_folded", "issue_type_raw")
 
-    def __init__(self, issue_types: frozenset[str], fields: Iterable[FieldFilter]) -> None:
+    def __init__(
+        self, issue_types: frozenset[str], fields: Iterable[FieldFilter], jql_security: bool = False
+    ) -> None:
         compiled = tuple(_CompiledField.of(f) for f in fields)
         self.issue_type_raw = issue_types
         self.issue_type_folded = frozenset(t.casefold() for t in issue_types)
         self.fields = compiled
         self.broken = any(f.broken for f in compiled)
-        self.filters_security = any(f.key == "security" for f in compiled)
+        # A JQL clause on `level` / `security` counts as a security filter too.
+        self.filters_security = jql_security or any(f.key == "security" for f in compiled)
 
     def accepts(self, event: IssueEvent, view: _IssueView) -> bool:
         """Every filter but events, instance and project, which the index has already applied."""
@@ -191,17 +204,55 @@ def _event_kinds_match(wanted: frozenset[str], kinds: Iterable[str], any_update:
     return any_update and EVENT_UPDATED_ANY in wanted
 
 
-def subscription_matches(sub: Subscription, event: IssueEvent) -> bool:
+def event_time(event: IssueEvent) -> datetime:
+    """When the event happened, for JQL's relative dates: the webhook's timestamp, else the
+    issue's `updated`, else the epoch (read from the event, never from a clock)."""
+    if event.timestamp_ms is not None:
+        return datetime.fromtimestamp(event.timestamp_ms / 1000, UTC)
+    updated = event.issue.field_values.get("updated")
+    found = parse_field_date(updated[0].name) if updated else None
+    return found or datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def compile_subscription_jql(jql: str | None) -> CompiledJql | None:
+    """The subscription's JQL compiled for local evaluation; None without JQL. Raises JqlError
+    when the JQL is broken or has clauses only Jira can answer (naming the first)."""
+    if jql is None or not jql.strip():
+        return None
+    compiled = compile_jql(jql)
+    if compiled.remote_clauses:
+        remote = compiled.remote_clauses[0]
+        raise JqlError(
+            f"`{remote.clause}` cannot be answered by the bot ({remote.reason}); remove it or "
+            "rewrite it with fields of the issue",
+            remote.column,
+        )
+    return compiled
+
+
+def subscription_matches(sub: Subscription, event: IssueEvent, now: datetime | None = None) -> bool:
     """Whether one subscription accepts the event (the instance is not checked here)."""
     if event.issue.fields_partial:
         return False
+    try:
+        jql = compile_subscription_jql(sub.filters.jql)
+    except JqlError:
+        return False
     project = _project_key(event)
-    if not project or project not in sub.filters.projects:
+    if not project:
+        return False
+    if jql is None and project not in sub.filters.projects:
+        return False  # without JQL, a subscription without projects matches nothing
+    projects = sub.filters.projects or (jql.projects if jql is not None else None)
+    if projects is not None and project not in projects:
         return False
     any_update = any(reaches_updated_any(k) for k in event.kinds)
     if not _event_kinds_match(sub.filters.events, event.kinds, any_update):
         return False
-    return _Check(sub.filters.issue_types, sub.filters.fields).accepts(event, _IssueView(event))
+    check = _Check(sub.filters.issue_types, sub.filters.fields, jql is not None and jql.filters_security)
+    if not check.accepts(event, _IssueView(event)):
+        return False
+    return jql is None or jql.matches(event, now or event_time(event))
 
 
 class _Entry:
@@ -218,6 +269,7 @@ class _Entry:
         "instance_id",
         "issue_types",
         "jql",
+        "jql_compiled",
         "name",
         "projects",
         "rank",
@@ -237,7 +289,16 @@ class _Entry:
         self.issue_types = shared.strings(f.issue_types)
         self.fields = shared.fields(f.fields)
         self.jql = f.jql
-        self.check = shared.check(self.issue_types, self.fields)
+        self.jql_compiled, jql_broken = shared.jql(f.jql)
+        jql_security = self.jql_compiled is not None and self.jql_compiled.filters_security
+        self.check = shared.check(self.issue_types, self.fields, jql_security, jql_broken)
+
+    @property
+    def index_projects(self) -> frozenset[str] | None:
+        """The projects to file the entry under; None for every project of its instance."""
+        if self.projects or self.jql_compiled is None:
+            return self.projects
+        return self.jql_compiled.projects
 
     def sort_key(self) -> tuple[str, str, str]:
         return (self.name.casefold(), self.sub_id, self.channel_id)
@@ -267,7 +328,8 @@ class _Shared:
     def __init__(self) -> None:
         self._sets: dict[frozenset[str], frozenset[str]] = {}
         self._fields: dict[tuple[FieldFilter, ...], tuple[FieldFilter, ...]] = {}
-        self._checks: dict[tuple[frozenset[str], tuple[FieldFilter, ...]], _Check] = {}
+        self._checks: dict[tuple[frozenset[str], tuple[FieldFilter, ...], bool, bool], _Check] = {}
+        self._jql: dict[str, tuple[CompiledJql | None, bool]] = {}
 
     def strings(self, values: frozenset[str]) -> frozenset[str]:
         interned = frozenset(sys.intern(v) for v in values)
@@ -276,12 +338,32 @@ class _Shared:
     def fields(self, fields: tuple[FieldFilter, ...]) -> tuple[FieldFilter, ...]:
         return self._fields.setdefault(fields, fields)
 
-    def check(self, issue_types: frozenset[str], fields: tuple[FieldFilter, ...]) -> _Check:
-        key = (issue_types, fields)
+    def check(
+        self,
+        issue_types: frozenset[str],
+        fields: tuple[FieldFilter, ...],
+        jql_security: bool = False,
+        jql_broken: bool = False,
+    ) -> _Check:
+        key = (issue_types, fields, jql_security, jql_broken)
         check = self._checks.get(key)
         if check is None:
-            check = self._checks[key] = _Check(issue_types, fields)
+            check = self._checks[key] = _Check(issue_types, fields, jql_security)
+            check.broken = check.broken or jql_broken
         return check
+
+    def jql(self, text: str | None) -> tuple[CompiledJql | None, bool]:
+        """(compiled JQL, broken): compiled once per distinct text."""
+        if text is None or not text.strip():
+            return None, False
+        found = self._jql.get(text)
+        if found is None:
+            try:
+                found = (compile_subscription_jql(text), False)
+            except JqlError:
+                found = (None, True)
+            self._jql[text] = found
+        return found
 
 
 # A project with more subscriptions than this gets them indexed by event kind as well.
@@ -338,16 +420,23 @@ class IndexBuilder:
     def build(self) -> SubscriptionIndex:
         entries = sorted(self._entries, key=_Entry.sort_key)
         grouped: dict[tuple[str, str], list[_Entry]] = {}
+        every_project: dict[str, list[_Entry]] = {}
         for rank, entry in enumerate(entries):
             entry.rank = rank
             instance = normalise_instance_id(entry.instance_id)
-            for project in entry.projects:
+            projects = entry.index_projects
+            if projects is None:
+                every_project.setdefault(instance, []).append(entry)
+                continue
+            for project in projects:
                 grouped.setdefault((instance, project.upper()), []).append(entry)
         buckets: dict[tuple[str, str], _Bucket] = {
             key: _KindBucket(found) if len(found) > _KIND_INDEX_FROM else tuple(found)
             for key, found in grouped.items()
         }
-        return SubscriptionIndex(buckets, self._count)
+        return SubscriptionIndex(
+            buckets, self._count, {key: tuple(found) for key, found in every_project.items()}
+        )
 
 
 class SubscriptionIndex:
@@ -358,11 +447,18 @@ class SubscriptionIndex:
     of the event's project (that name one of its kinds, or `event_updated_any`).
     """
 
-    __slots__ = ("_buckets", "_count")
+    __slots__ = ("_buckets", "_count", "_every_project")
 
-    def __init__(self, buckets: Mapping[tuple[str, str], _Bucket], count: int) -> None:
+    def __init__(
+        self,
+        buckets: Mapping[tuple[str, str], _Bucket],
+        count: int,
+        every_project: Mapping[str, tuple[_Entry, ...]] | None = None,
+    ) -> None:
         self._buckets = buckets
         self._count = count
+        # Per instance: JQL subscriptions that name no project the index could use.
+        self._every_project = every_project or {}
 
     @classmethod
     def build(cls, subscriptions: Iterable[Subscription]) -> SubscriptionIndex:
@@ -374,36 +470,54 @@ class SubscriptionIndex:
     def __len__(self) -> int:
         return self._count
 
-    def match(self, event: IssueEvent, instance_id: str) -> list[Subscription]:
+    def match(self, event: IssueEvent, instance_id: str, now: datetime | None = None) -> list[Subscription]:
         """The subscriptions the event reaches: at most one per channel, the first by name then id.
 
-        Ordered by that same (name, id) order, so the result is deterministic.
+        Ordered by that same (name, id) order, so the result is deterministic. `now` is the time
+        JQL's relative dates count from (default: the event's time, `event_time`).
         """
-        return [entry.subscription() for entry in self._match(event, instance_id)]
+        return [entry.subscription() for entry in self._match(event, instance_id, now)]
 
-    def match_targets(self, event: IssueEvent, instance_id: str) -> list[tuple[str, str]]:
+    def match_targets(
+        self, event: IssueEvent, instance_id: str, now: datetime | None = None
+    ) -> list[tuple[str, str]]:
         """(channel id, subscription name) of what `match` returns, without building the subscriptions."""
-        return [(entry.channel_id, entry.name) for entry in self._match(event, instance_id)]
+        return [(entry.channel_id, entry.name) for entry in self._match(event, instance_id, now)]
 
-    def _match(self, event: IssueEvent, instance_id: str) -> list[_Entry]:
+    def _match(self, event: IssueEvent, instance_id: str, now: datetime | None) -> list[_Entry]:
         if event.issue.fields_partial:
             return []  # unknown security level: fail closed (see the module docstring)
-        bucket = self._buckets.get((normalise_instance_id(instance_id), _project_key(event)))
-        if bucket is None:
+        instance = normalise_instance_id(instance_id)
+        bucket = self._buckets.get((instance, _project_key(event)))
+        every = self._every_project.get(instance, ())
+        if bucket is None and not every:
             return []
         kinds = event.kinds
         any_update = any(reaches_updated_any(k) for k in kinds)
         if isinstance(bucket, _KindBucket):
             candidates: Iterable[_Entry] = bucket.candidates(kinds, any_update)
         else:
-            candidates = (e for e in bucket if _event_kinds_match(e.events, kinds, any_update))
+            candidates = (e for e in bucket or () if _event_kinds_match(e.events, kinds, any_update))
+        if every:
+            extra = [e for e in every if _event_kinds_match(e.events, kinds, any_update)]
+            candidates = sorted([*candidates, *extra], key=lambda e: e.rank)
         view: _IssueView | None = None
+        values: IssueValues | None = None
         chosen: dict[str, _Entry] = {}
         for entry in candidates:  # in rank order
             if entry.channel_id in chosen:
                 continue  # a better-ranked subscription of this channel already matched
             if view is None:
                 view = _IssueView(event)
-            if entry.check.accepts(event, view):
-                chosen[entry.channel_id] = entry
+            if not entry.check.accepts(event, view):
+                continue
+            jql = entry.jql_compiled
+            if jql is not None:
+                if values is None:
+                    values = IssueValues(event)
+                    now = now or event_time(event)
+                assert now is not None
+                if not jql.matches(values, now):
+                    continue
+            chosen[entry.channel_id] = entry
         return list(chosen.values())

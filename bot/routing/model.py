@@ -83,8 +83,16 @@ class SubscriptionFilters(BaseModel):
     projects: frozenset[str] = frozenset()  # project keys
     issue_types: frozenset[str] = frozenset()  # ids or names
     fields: tuple[FieldFilter, ...] = ()
-    # Reserved for a JQL filter evaluated against Jira; not evaluated yet.
+    # JQL ANDed with the other filters, evaluated by the bot against the event's issue
+    # (bot/routing/jql/). With it, `projects` and `issue_types` are optional.
     jql: str | None = None
+
+    @field_validator("jql", mode="before")
+    @classmethod
+    def _normalise_jql(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return value.strip() or None
+        return value
 
     @field_validator("events", mode="before")
     @classmethod
