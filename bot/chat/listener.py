@@ -11,9 +11,10 @@
   and the listener goes on.
 
 Routing: in a direct channel with the bot, a reply in a notification's thread becomes a comment
-(`replies`), anything else is a command (`dm_commands`); in other channels a message naming an
-issue may get a preview (`previews`). The bot's own posts and those of other bots, webhooks and
-plugins are ignored.
+(`replies`), anything else is a command (`dm_commands`); in other channels a message that starts
+by mentioning the bot is a command about its thread (`dm_commands`, `@jira attach ABC-1`), and a
+message naming an issue may get a preview (`previews`). The bot's own posts and those of other
+bots, webhooks and plugins are ignored.
 """
 
 from __future__ import annotations
@@ -252,6 +253,8 @@ class ChatListener:
         if post.deleted or post.type or post.automated or not post.message.strip():
             return False
         if post.channel_type and post.channel_type != DIRECT:
+            if self._commands is not None and self._commands.mentioned(post):
+                return True
             return self._previews is not None and self._previews.wants(post)
         return True
 
@@ -284,6 +287,8 @@ class ChatListener:
                 return
             if self._commands is not None:
                 await self._commands.handle(post)
+        elif self._commands is not None and self._commands.mentioned(post):
+            await self._commands.handle_mention(post)
         elif self._previews is not None:
             await self._previews.handle(post)
 
