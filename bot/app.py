@@ -7,7 +7,6 @@ aiohttp cleanup contexts, in dependency order; nothing lives in module globals.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import os
@@ -28,6 +27,7 @@ from bot.accounts.crypto import TokenCipher, load_or_create_key
 from bot.accounts.models import JiraIdentity, TokenRejected
 from bot.accounts.service import AccountService
 from bot.accounts.store import ConnectionStore
+from bot.breakers import MATTERMOST, Breakers
 from bot.chat.listener import build_chat_listener
 from bot.commands.context import Deps
 from bot.commands.post_buttons import issue_post_actions, with_issue_actions
@@ -35,6 +35,7 @@ from bot.commands.service import CommandService
 from bot.commands.table import COMMANDS
 from bot.config import Settings
 from bot.gate.jsm import JsmClients
+from bot.gate.outbox import CommentSender
 from bot.gate.poller import GatePoller
 from bot.gate.posts import GatePosts
 from bot.gate.service import GateService
@@ -47,6 +48,7 @@ from bot.jira.events import IssueEvent
 from bot.mattermost.client import MattermostClient
 from bot.mattermost.console import ConsoleSink
 from bot.mattermost.models import DeliveryError, PostSink
+from bot.mattermost.offline import OfflineMattermost
 from bot.mattermost.payloads import ActionFactory, response_url_allowed
 from bot.metrics import Metrics
 from bot.notify.planner import NotificationPlanner
@@ -58,10 +60,12 @@ from bot.pipeline.intake import Intake
 from bot.pipeline.issue_fetch import IssueFetcher
 from bot.pipeline.issue_memory import IssueMemory
 from bot.pipeline.processor import EventProcessor
+from bot.pipeline.replica import ReplicaLifecycle
 from bot.pipeline.subscriptions import SubscriptionCache
 from bot.security.signing import ContextSigner, derive_key
 from bot.security.urls import UrlPolicy
 from bot.store.db import Database, make_engine
+from bot.store.interfaces import GATE_COMMENT, GATE_POST
 from bot.store.leases import Duty
 from bot.store.nonces import StoreNonces
 from bot.web.gate_api import GateApi
@@ -98,9 +102,19 @@ class Services:
     commands: CommandService | None = None
     process_wake: asyncio.Event = field(default_factory=asyncio.Event)
     delivery_wake: asyncio.Event = field(default_factory=asyncio.Event)
+    replica: ReplicaLifecycle | None = None
 
 
 SERVICES = web.AppKey("services", Services)
+
+
+async def begin_shutdown(app: web.Application, grace: float) -> None:
+    """The clean stop of a replica (bot.pipeline.replica), while the server still answers: 503
+    from /readyz and the intake at once, posts in flight given `grace` seconds, then every claim
+    released to the other replicas."""
+    replica = app[SERVICES].replica
+    if replica is not None:
+        await replica.drain(grace)
 
 
 def webhook_secret(settings: Settings) -> str:
@@ -108,7 +122,12 @@ def webhook_secret(settings: Settings) -> str:
     first run is never open to anyone who finds the URL."""
     if settings.jira.webhook_secret is not None and settings.jira.webhook_secret.get_secret_value():
         return settings.jira.webhook_secret.get_secret_value()
-    path = Path(settings.data_dir) / "webhook-secret"
+    return _kept_secret(settings, "webhook-secret")
+
+
+def _kept_secret(settings: Settings, name: str) -> str:
+    """A secret generated once into the data directory (mode 0600) and read back after."""
+    path = Path(settings.data_dir) / name
     if path.exists():
         return path.read_text(encoding="utf-8").strip()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,6 +136,53 @@ def webhook_secret(settings: Settings) -> str:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(value + "\n")
     return value
+
+
+def command_tokens(settings: Settings) -> list[str]:
+    """The slash command tokens accepted. Without Mattermost and without configured tokens, one
+    generated into <data_dir>/command-token, so that the commands can be tried with `curl` on a
+    first run and are still closed to anyone who merely finds the port."""
+    configured = [t.get_secret_value() for t in settings.mattermost.command_tokens if t.get_secret_value()]
+    if configured or settings.mattermost.url:
+        return configured
+    return [_kept_secret(settings, "command-token")]
+
+
+def describe_features(settings: Settings) -> list[str]:
+    """What this configuration turns on and off, and why: one line each, for the start-up log."""
+    mm = settings.mattermost
+    data = settings.data_dir
+    lines = []
+    if mm.url:
+        lines.append(f"channel posts: on, to Mattermost at {mm.url}")
+    else:
+        lines.append("channel posts: printed on the console (no mattermost.url / MATTERMOST_URL)")
+    if mm.command_tokens:
+        lines.append("slash commands: on at /mattermost/command (mattermost.command_tokens)")
+    elif mm.url:
+        lines.append(
+            "slash commands: off, every request refused (no mattermost.command_tokens / "
+            "MATTERMOST_COMMAND_TOKENS)"
+        )
+    else:
+        lines.append(
+            f"slash commands: on at /mattermost/command, answered over HTTP; token in {data}/command-token"
+        )
+    if mm.url:
+        lines.append("dialogs, direct messages: on")
+        if not settings.chat.listen:
+            lines.append("chat (websocket): off (chat.listen is false)")
+        else:
+            lines.append("chat (websocket): on")
+    else:
+        lines.append("dialogs, direct messages, chat (websocket): off (they need mattermost.url)")
+    if settings.jira.instances:
+        names = ", ".join(i.alias or i.url for i in settings.jira.instances)
+        lines.append(f"Jira instances: {names}")
+    else:
+        lines.append("Jira instances: none configured (jira.instances), none installed from chat yet")
+    lines.append("change gate: " + ("on" if settings.change_gate else "off (no change_gate section)"))
+    return lines
 
 
 def make_sink(settings: Settings) -> PostSink:
@@ -247,6 +313,8 @@ def _change_gate(
     clock: Callable[[], datetime],
     run_workers: bool,
     owner: str,
+    delivery: DeliveryWorker,
+    wake_delivery: Callable[[], None],
 ) -> tuple[GateService, CleanupContext] | None:
     """The deployment change gate, when configured: its API, its poller, its channel posts."""
     cg = settings.change_gate
@@ -258,12 +326,26 @@ def _change_gate(
         planned_end_field=cg.planned_end_field,
         time_zone=cg.time_zone,
     )
-    service = GateService(GateStore(db.engine), cg, clients)
+    # Comments on the CR and the channel's gate posts go through the durable delivery queue.
+    service = GateService(GateStore(db.engine), cg, clients, outbox=db.deliveries, on_queued=wake_delivery)
+    delivery.senders[GATE_COMMENT] = CommentSender(clients)
     if isinstance(sink, MattermostClient):
+
+        async def root_post(gate_id: str) -> str | None:
+            gate = await service.get(gate_id)
+            return gate.root_post_id if gate is not None else None
+
         posts = GatePosts(
-            sink, cg.channel, save_root_post=service.set_root_post, list_events=service.list_events
+            sink,
+            cg.channel,
+            save_root_post=service.set_root_post,
+            list_events=service.list_events,
+            outbox=db.deliveries,
+            get_root_post=root_post,
+            on_queued=wake_delivery,
         )
         service.add_listener(posts.on_change)
+        delivery.senders[GATE_POST] = posts.send
     app.add_routes(GateApi(service, clock=clock).routes())
     # One replica polls at a time; the lease outlives the gap between two of its rounds.
     interval = float(service.policy.poll_interval_seconds)
@@ -281,9 +363,14 @@ def _change_gate(
 
 
 def _personal_features(
-    commands: CommandService, processor: EventProcessor, delivery: DeliveryWorker, settings: Settings
+    commands: CommandService,
+    processor: EventProcessor,
+    delivery: DeliveryWorker,
+    settings: Settings,
+    direct_messages: bool = True,
 ) -> None:
-    """What needs users' own Jira accounts: buttons on channel posts and personal DMs."""
+    """What needs users' own Jira accounts: buttons on channel posts and personal DMs
+    (`direct_messages=False`: none, there is no Mattermost to send them through)."""
     deps = commands.deps
     factory = deps.actions
 
@@ -337,6 +424,8 @@ def _personal_features(
             log.warning("%s: watchers not read (%s); they get no DM for this event", issue_key, e.kind)
             return []
 
+    if not direct_messages:
+        return
     processor.notifier = NotificationPlanner(deps.accounts, watchers)
     delivery.direct_messages = DirectMessageSender(
         accounts=deps.accounts,
@@ -422,6 +511,11 @@ def create_app(
         owner=owner,
         busy=intake.busy,
     )
+    # One circuit breaker per outbound target for the whole process, seen by the other replicas
+    # through the key-value store (bot/breakers.py); its metric series exist from the start.
+    breakers = Breakers(clock=clock, metrics=metrics, shared=db.kv)
+    if isinstance(the_sink, MattermostClient):
+        the_sink.breaker = delivery.breaker = breakers.get(MATTERMOST)
     services = Services(
         settings=settings,
         db=db,
@@ -436,6 +530,14 @@ def create_app(
         instances=directory,
     )
     app[SERVICES] = services
+    replica = services.replica = ReplicaLifecycle(
+        replicas=db.replicas,
+        inbox=db.inbox,
+        deliveries=db.deliveries,
+        owner=owner,
+        clock=clock,
+        wakes=(services.process_wake, services.delivery_wake),
+    )
 
     webhook = JiraWebhookHandler(
         intake,
@@ -446,6 +548,7 @@ def create_app(
             else None
         ),
         max_body_bytes=settings.server.max_body_bytes,
+        stopping=lambda: replica.stopping,
     )
 
     async def refresh_backlog() -> None:
@@ -455,19 +558,27 @@ def create_app(
         checks={"database": db.ping, "mattermost": the_sink.ping},
         metrics=metrics,
         refresh_metrics=refresh_backlog,
+        stopping=lambda: replica.stopping,
     )
     app.add_routes(webhook.routes() + health.routes())
 
-    gate = _change_gate(app, settings, db, the_sink, clock, run_workers, owner)
+    gate = _change_gate(app, settings, db, the_sink, clock, run_workers, owner, delivery, wake_delivery)
     gate_service = gate[0] if gate else None
 
-    # Slash commands and interactivity need a real Mattermost to talk back to.
+    # Slash commands answer over HTTP, so they work without Mattermost too: then what needs the
+    # server (dialogs, direct messages, the websocket) answers with a sentence saying so.
     commands: CommandService | None = None
+    chat_client: MattermostClient | None = None
     if isinstance(the_sink, MattermostClient):
-        commands = _command_service(settings, db, directory, the_sink, subs, metrics, clock, gate_service)
+        chat_client = the_sink
+    elif not settings.mattermost.url:
+        chat_client = OfflineMattermost(the_sink)
+    if chat_client is not None:
+        offline = isinstance(chat_client, OfflineMattermost)
+        commands = _command_service(settings, db, directory, chat_client, subs, metrics, clock, gate_service)
         slash = SlashCommandHandler(
             commands,
-            tokens=[t.get_secret_value() for t in settings.mattermost.command_tokens],
+            tokens=command_tokens(settings),
             autocomplete=COMMANDS.autocomplete,
             response_url_allowed=functools.partial(
                 response_url_allowed,
@@ -482,7 +593,7 @@ def create_app(
         oauth = OAuthHandler(commands.deps.accounts, clock=clock)
         app.add_routes(slash.routes() + interactive.routes() + oauth.routes())
         services.commands = commands
-        _personal_features(commands, processor, delivery, settings)
+        _personal_features(commands, processor, delivery, settings, direct_messages=not offline)
 
         async def command_lifecycle(_app: web.Application) -> AsyncIterator[None]:
             yield
@@ -520,23 +631,23 @@ def create_app(
     )
 
     async def workers(_app: web.Application) -> AsyncIterator[None]:
-        tasks = [
-            asyncio.create_task(
-                processor.run(services.process_wake, settings.delivery.poll_interval_seconds),
-                name="event-processor",
-            ),
-            asyncio.create_task(delivery.run(services.delivery_wake), name="delivery"),
-        ]
+        await replica.start(
+            [
+                (
+                    "event-processor",
+                    processor.run(
+                        services.process_wake, settings.delivery.poll_interval_seconds, replica.stop
+                    ),
+                ),
+                ("delivery", delivery.run(services.delivery_wake, replica.stop)),
+            ]
+        )
         housekeeping.start()
         yield
         await housekeeping.stop()  # releases its lease: another replica purges from now on
-        # Stop claiming; an interrupted delivery keeps its lease and is retried with the same
-        # pending_post_id, so stopping mid-send loses and duplicates nothing.
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        # Already done when SIGTERM came through `begin_shutdown`. An interrupted delivery is
+        # sent again with the same pending_post_id: stopping mid-send loses and doubles nothing.
+        await replica.drain(settings.server.shutdown_grace_seconds / 2)
 
     app.cleanup_ctx.append(storage)
     app.cleanup_ctx.append(mattermost)
@@ -545,7 +656,7 @@ def create_app(
         app.cleanup_ctx.append(workers)
     if gate is not None:
         app.cleanup_ctx.append(gate[1])  # after storage: the poller reads the gates table
-    if commands is not None:
+    if commands is not None and isinstance(the_sink, MattermostClient):
         # After storage: the listener reads its catch-up watermark from the store.
         chat = build_chat_listener(settings, commands)
         if chat is not None:

@@ -134,7 +134,8 @@ class Caller:
         everything = self.deps.instances.all()
         if not everything:
             raise CommandError(
-                "No Jira instance is installed yet. A system admin can add one: `/jira setup`."
+                "No Jira instance is installed yet: add one under `jira.instances` in the config "
+                "file, or a system admin can with `/jira setup`."
             )
         names = ", ".join(f"`{i.alias or i.url}`" for i in everything)
         raise CommandError(

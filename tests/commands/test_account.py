@@ -74,7 +74,9 @@ async def test_connect_server_with_a_personal_access_token_dialog(harness: Harne
     jira_bob = harness.server.add_user("Bob Builder", name="bob", email="bob@example.com")
     harness.server.add_token("good-token", jira_bob)
     answer = await harness.command("bob", "instance connect dc")
-    assert answer.get("text", "") == ""
+    assert answer["text"].endswith(
+        "connects with a personal access token: paste yours in the form that opened."
+    )
     opened = harness.mm.dialogs[-1]
     assert opened["dialog"]["elements"][0]["subtype"] == "password"
 
@@ -127,8 +129,10 @@ async def test_wrong_token_is_401(harness: Harness) -> None:
 async def test_site_default_instance_is_used_when_nothing_else_decides(harness: Harness) -> None:
     assert "--instance" in (await harness.command("alice", "connect"))["text"]
     await harness.command("admin", "instance default dc")
-    await harness.command("alice", "connect")
+    answer = (await harness.command("alice", "connect"))["text"]
     assert harness.mm.dialogs and harness.mm.dialogs[-1]["dialog"]["title"] == "Connect to Jira"
+    # A sentence beside the form, never an empty answer.
+    assert answer.endswith("connects with a personal access token: paste yours in the form that opened.")
 
 
 async def test_autocomplete_comes_from_the_command_registry(harness: Harness) -> None:

@@ -81,7 +81,9 @@ async def connect(ctx: CommandContext) -> CommandResponse:
         )
     if accounts.needs_token_dialog(inst.url):
         await ctx.deps.mattermost.open_dialog(ctx.trigger_id, ctx.deps.dialog_url, token_dialog(ctx, inst))
-        return CommandResponse.ephemeral("")
+        return CommandResponse.ephemeral(
+            f"{inst.label} connects with a personal access token: paste yours in the form that opened."
+        )
     try:
         url = await accounts.start_connect(ctx.user_id, inst.url, now=ctx.now())
     except AccountError as e:
