@@ -7,6 +7,7 @@ aiohttp cleanup contexts, in dependency order; nothing lives in module globals.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -27,7 +28,6 @@ from bot.accounts.crypto import TokenCipher, load_or_create_key
 from bot.accounts.models import JiraIdentity, TokenRejected
 from bot.accounts.service import AccountService
 from bot.accounts.store import ConnectionStore
-from bot.breakers import MATTERMOST, Breakers
 from bot.chat.listener import build_chat_listener
 from bot.commands.context import Deps
 from bot.commands.post_buttons import issue_post_actions, with_issue_actions
@@ -35,7 +35,6 @@ from bot.commands.service import CommandService
 from bot.commands.table import COMMANDS
 from bot.config import Settings
 from bot.gate.jsm import JsmClients
-from bot.gate.outbox import CommentSender
 from bot.gate.poller import GatePoller
 from bot.gate.posts import GatePosts
 from bot.gate.service import GateService
@@ -60,12 +59,10 @@ from bot.pipeline.intake import Intake
 from bot.pipeline.issue_fetch import IssueFetcher
 from bot.pipeline.issue_memory import IssueMemory
 from bot.pipeline.processor import EventProcessor
-from bot.pipeline.replica import ReplicaLifecycle
 from bot.pipeline.subscriptions import SubscriptionCache
 from bot.security.signing import ContextSigner, derive_key
 from bot.security.urls import UrlPolicy
 from bot.store.db import Database, make_engine
-from bot.store.interfaces import GATE_COMMENT, GATE_POST
 from bot.store.leases import Duty
 from bot.store.nonces import StoreNonces
 from bot.web.gate_api import GateApi
@@ -102,19 +99,9 @@ class Services:
     commands: CommandService | None = None
     process_wake: asyncio.Event = field(default_factory=asyncio.Event)
     delivery_wake: asyncio.Event = field(default_factory=asyncio.Event)
-    replica: ReplicaLifecycle | None = None
 
 
 SERVICES = web.AppKey("services", Services)
-
-
-async def begin_shutdown(app: web.Application, grace: float) -> None:
-    """The clean stop of a replica (bot.pipeline.replica), while the server still answers: 503
-    from /readyz and the intake at once, posts in flight given `grace` seconds, then every claim
-    released to the other replicas."""
-    replica = app[SERVICES].replica
-    if replica is not None:
-        await replica.drain(grace)
 
 
 def webhook_secret(settings: Settings) -> str:
@@ -313,8 +300,6 @@ def _change_gate(
     clock: Callable[[], datetime],
     run_workers: bool,
     owner: str,
-    delivery: DeliveryWorker,
-    wake_delivery: Callable[[], None],
 ) -> tuple[GateService, CleanupContext] | None:
     """The deployment change gate, when configured: its API, its poller, its channel posts."""
     cg = settings.change_gate
@@ -326,26 +311,12 @@ def _change_gate(
         planned_end_field=cg.planned_end_field,
         time_zone=cg.time_zone,
     )
-    # Comments on the CR and the channel's gate posts go through the durable delivery queue.
-    service = GateService(GateStore(db.engine), cg, clients, outbox=db.deliveries, on_queued=wake_delivery)
-    delivery.senders[GATE_COMMENT] = CommentSender(clients)
+    service = GateService(GateStore(db.engine), cg, clients)
     if isinstance(sink, MattermostClient):
-
-        async def root_post(gate_id: str) -> str | None:
-            gate = await service.get(gate_id)
-            return gate.root_post_id if gate is not None else None
-
         posts = GatePosts(
-            sink,
-            cg.channel,
-            save_root_post=service.set_root_post,
-            list_events=service.list_events,
-            outbox=db.deliveries,
-            get_root_post=root_post,
-            on_queued=wake_delivery,
+            sink, cg.channel, save_root_post=service.set_root_post, list_events=service.list_events
         )
         service.add_listener(posts.on_change)
-        delivery.senders[GATE_POST] = posts.send
     app.add_routes(GateApi(service, clock=clock).routes())
     # One replica polls at a time; the lease outlives the gap between two of its rounds.
     interval = float(service.policy.poll_interval_seconds)
@@ -511,11 +482,6 @@ def create_app(
         owner=owner,
         busy=intake.busy,
     )
-    # One circuit breaker per outbound target for the whole process, seen by the other replicas
-    # through the key-value store (bot/breakers.py); its metric series exist from the start.
-    breakers = Breakers(clock=clock, metrics=metrics, shared=db.kv)
-    if isinstance(the_sink, MattermostClient):
-        the_sink.breaker = delivery.breaker = breakers.get(MATTERMOST)
     services = Services(
         settings=settings,
         db=db,
@@ -530,14 +496,6 @@ def create_app(
         instances=directory,
     )
     app[SERVICES] = services
-    replica = services.replica = ReplicaLifecycle(
-        replicas=db.replicas,
-        inbox=db.inbox,
-        deliveries=db.deliveries,
-        owner=owner,
-        clock=clock,
-        wakes=(services.process_wake, services.delivery_wake),
-    )
 
     webhook = JiraWebhookHandler(
         intake,
@@ -548,7 +506,6 @@ def create_app(
             else None
         ),
         max_body_bytes=settings.server.max_body_bytes,
-        stopping=lambda: replica.stopping,
     )
 
     async def refresh_backlog() -> None:
@@ -558,11 +515,10 @@ def create_app(
         checks={"database": db.ping, "mattermost": the_sink.ping},
         metrics=metrics,
         refresh_metrics=refresh_backlog,
-        stopping=lambda: replica.stopping,
     )
     app.add_routes(webhook.routes() + health.routes())
 
-    gate = _change_gate(app, settings, db, the_sink, clock, run_workers, owner, delivery, wake_delivery)
+    gate = _change_gate(app, settings, db, the_sink, clock, run_workers, owner)
     gate_service = gate[0] if gate else None
 
     # Slash commands answer over HTTP, so they work without Mattermost too: then what needs the
@@ -631,23 +587,23 @@ def create_app(
     )
 
     async def workers(_app: web.Application) -> AsyncIterator[None]:
-        await replica.start(
-            [
-                (
-                    "event-processor",
-                    processor.run(
-                        services.process_wake, settings.delivery.poll_interval_seconds, replica.stop
-                    ),
-                ),
-                ("delivery", delivery.run(services.delivery_wake, replica.stop)),
-            ]
-        )
+        tasks = [
+            asyncio.create_task(
+                processor.run(services.process_wake, settings.delivery.poll_interval_seconds),
+                name="event-processor",
+            ),
+            asyncio.create_task(delivery.run(services.delivery_wake), name="delivery"),
+        ]
         housekeeping.start()
         yield
         await housekeeping.stop()  # releases its lease: another replica purges from now on
-        # Already done when SIGTERM came through `begin_shutdown`. An interrupted delivery is
-        # sent again with the same pending_post_id: stopping mid-send loses and doubles nothing.
-        await replica.drain(settings.server.shutdown_grace_seconds / 2)
+        # Stop claiming; an interrupted delivery keeps its lease and is retried with the same
+        # pending_post_id, so stopping mid-send loses and duplicates nothing.
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
 
     app.cleanup_ctx.append(storage)
     app.cleanup_ctx.append(mattermost)
