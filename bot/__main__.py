@@ -18,15 +18,19 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from bot.config import ConfigError, Settings, load_settings
+from bot.config import ConfigError, Settings, empty_secrets, load_settings
 from bot.jira.instances import encode_instance_id
 from bot.logs import setup_logging
 from bot.pipeline.config_subscriptions import config_subscription_problems
 
 
-def _load(path: str | None) -> Settings:
+def _load(path: str | None, *, serving: bool = False) -> Settings:
+    """The settings, checked as `serve` checks them when `serving` (then empty secrets that
+    serve needs are errors; elsewhere they are left to the environment of `serve`)."""
     settings = load_settings(path)
     problems = config_subscription_problems(settings)
+    if serving:
+        problems += empty_secrets(settings)[0]
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
     return settings
@@ -156,15 +160,29 @@ async def _dead_letters(
 
     db = await Database.open(settings.database_url)
     try:
+        not_found: list[str] = []
         if replay_webhooks:
-            n = await db.inbox.replay_failed(list(replay_webhooks), datetime.now(UTC))
+            failed = {item.id for item in await db.inbox.list_failed(limit=1_000_000)}
+            not_found += [f"webhook {i}" for i in replay_webhooks if i not in failed]
+            found = [i for i in replay_webhooks if i in failed]
+            n = await db.inbox.replay_failed(found, datetime.now(UTC)) if found else 0
             print(f"{n} failed webhook(s) queued for processing again")
         if replay_all or replay:
-            n = await db.deliveries.replay(None if replay_all else list(replay or []), datetime.now(UTC))
+            ids: list[int] | None = None
+            if not replay_all:
+                dead = {d.id for d in await db.deliveries.list_dead(limit=1_000_000)}
+                not_found += [f"post {i}" for i in replay or [] if i not in dead]
+                ids = [i for i in replay or [] if i in dead]
+            n = await db.deliveries.replay(ids, datetime.now(UTC)) if ids is None or ids else 0
             print(f"{n} dead letter(s) queued for delivery again")
+        if not_found:
+            print(f"jira-chatops: not dead letters, nothing done: {', '.join(not_found)}", file=sys.stderr)
+            return 1
         if replay_webhooks or replay_all or replay:
             return 0
+        listed = 0
         for d in await db.deliveries.list_dead(limit=1000):
+            listed += 1
             print(
                 json.dumps(
                     {
@@ -179,6 +197,7 @@ async def _dead_letters(
             )
         # Webhooks whose processing kept failing: nothing was posted for them.
         for item in await db.inbox.list_failed(limit=1000):
+            listed += 1
             print(
                 json.dumps(
                     {
@@ -191,6 +210,8 @@ async def _dead_letters(
                     }
                 )
             )
+        if not listed:
+            print("no dead letters: every post was delivered and every webhook processed", file=sys.stderr)
         return 0
     finally:
         await db.close()
@@ -230,10 +251,11 @@ async def _stats(settings: Settings) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jira-chatops", description="Jira chat-ops bot for Mattermost")
-    parser.add_argument("--config", "-c", help="YAML config file (environment variables override it)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument(
+        "--config", "-c", metavar="FILE", help="YAML config file (environment variables override it)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = sub.add_parser("serve", help="run the bot")
-    serve.add_argument("--config", "-c", dest="config_sub", help=argparse.SUPPRESS)
     sub.add_parser("check-config", help="validate the configuration and exit")
     sub.add_parser("gate", help="pipeline client of the change gate (see `jira-chatops gate --help`)")
     url = sub.add_parser("webhook-url", help="print the webhook URLs to enter in Jira")
@@ -243,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "dead-letters",
         help="list posts not delivered and webhooks not processed (dead letters), or replay them",
     )
-    dead.add_argument("--replay", type=int, nargs="*", metavar="ID", help="replay these dead posts")
+    dead.add_argument("--replay", type=int, nargs="+", metavar="ID", help="replay these dead posts")
     dead.add_argument("--replay-all", action="store_true", help="replay every dead post")
     dead.add_argument(
         "--replay-webhooks",
@@ -253,9 +275,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="process these failed webhooks again (ids of kind webhook), with fresh attempts",
     )
     stats = sub.add_parser("stats", help="webhooks, posts and dropped events counted in the database")
-    for p in (url, dead, stats):
-        p.add_argument("--config", "-c", dest="config_sub", help=argparse.SUPPRESS)
-    sub.choices["check-config"].add_argument("--config", "-c", dest="config_sub", help=argparse.SUPPRESS)
+    for p in (serve, url, dead, stats, sub.choices["check-config"]):
+        p.add_argument(
+            "--config",
+            "-c",
+            dest="config_sub",
+            metavar="FILE",
+            help="YAML config file (environment variables override it)",
+        )
 
     words = list(sys.argv[1:] if argv is None else argv)
     if words[:1] == ["gate"]:
@@ -263,16 +290,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bot.gate.cli import gate_main
 
         return gate_main(words[1:])
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        where = f"jira-chatops {args.command}" if args.command else "jira-chatops"
+        parser.error(f"unknown option {unknown[0]!r} (see `{where} --help`)")
+    if args.command is None:
+        parser.error("name a command: " + ", ".join(sub.choices))
     try:
-        settings = _load(getattr(args, "config_sub", None) or args.config)
+        settings = _load(getattr(args, "config_sub", None) or args.config, serving=args.command == "serve")
     except ConfigError as e:
         print(f"jira-chatops: {e}", file=sys.stderr)
         return 2
     if args.command == "serve":
         return cmd_serve(settings)
     if args.command == "check-config":
-        print("configuration is valid")
+        # Empty secrets are meant to come from the environment: warnings, not errors.
+        needed, optional = empty_secrets(settings)
+        for line in needed + optional:
+            print(f"warning: {line}", file=sys.stderr)
+        print(
+            "configuration is valid"
+            + (f" ({len(needed) + len(optional)} warning(s))" if needed or optional else "")
+        )
         return 0
     if args.command == "webhook-url":
         return cmd_webhook_url(settings, args.team, args.channel)

@@ -91,12 +91,6 @@ class MattermostSettings(_Section):
             raise ValueError("must start with http:// or https://")
         return v.rstrip("/")
 
-    @model_validator(mode="after")
-    def _token_with_url(self) -> MattermostSettings:
-        if self.url and not (self.bot_token and self.bot_token.get_secret_value()):
-            raise ValueError("bot_token (MATTERMOST_BOT_TOKEN) is required when mattermost.url is set")
-        return self
-
 
 class ServiceAccount(_Section):
     email: str | None = None
@@ -331,6 +325,31 @@ ENV_KEYS: Mapping[str, str] = {
 }
 ENV_PREFIX = "JIRA_CHATOPS__"
 _LIST_KEYS = {"jira.previous_webhook_secrets", "mattermost.command_tokens"}
+
+
+def empty_secrets(settings: Settings) -> tuple[list[str], list[str]]:
+    """Secrets left empty, each named with its key and where to give it: (what `serve` cannot
+    run without, what only disables a feature). Empty secrets are meant to come from the
+    environment, so `check-config` reports both as warnings; `serve` refuses the first kind."""
+    needed: list[str] = []
+    optional: list[str] = []
+    mm = settings.mattermost
+    if mm.url and not (mm.bot_token and mm.bot_token.get_secret_value()):
+        needed.append("mattermost.bot_token is empty: set MATTERMOST_BOT_TOKEN (mattermost.url is set)")
+    for i, inst in enumerate(settings.jira.instances):
+        key = f"jira.instances[{i}]"
+        if inst.oauth is not None and not inst.oauth.client_secret.get_secret_value():
+            optional.append(
+                f"{key}.oauth.client_secret is empty: users cannot connect to {inst.url} with OAuth"
+            )
+        account = inst.service_account
+        if (
+            account is not None
+            and account.email
+            and not (account.api_token and account.api_token.get_secret_value())
+        ):
+            optional.append(f"{key}.service_account.api_token is empty: Jira will refuse the service account")
+    return needed, optional
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:

@@ -55,7 +55,6 @@ def test_generic_nested_override() -> None:
         ("server: {port: 70000}", {}, "server.port"),
         ("server: {prot: 1}", {}, "server.prot: unknown key"),
         ("mattermost: {url: chat.example.com}", {}, "mattermost.url"),
-        ("mattermost: {url: https://chat.example.com}", {}, "bot_token"),
         ("database: {url: 'mysql://x'}", {}, "database.url"),
         ("[1, 2]", {}, "mapping"),
         ("server: {port: [", {}, "not valid YAML"),

@@ -251,6 +251,9 @@ class _Client:
                     reason = str(
                         payload.get("reason") or payload.get("error") or text[:200] or response.reason
                     )
+                    if response.status == 404 and not payload:
+                        # Not the gate API's JSON 404 but aiohttp's own: no route, no gate.
+                        raise _Refused(404, "this bot has no change gate configured")
                     if response.status != 429 and response.status < 500:
                         raise _Refused(response.status, reason)
                     problem = f"HTTP {response.status}: {reason}"

@@ -142,7 +142,7 @@ async def test_supplied_cr_that_does_not_exist_fails_with_exit_1(bot: GateBot) -
     run = Run()
     assert await run(*gate_args(bot, "--change-request", "ITSM-404")) == EXIT_FAIL
     assert "fail (cr_not_found)" in run.out.getvalue()
-    assert bot.jsm.requests_to("/rest/servicedeskapi/request") == []
+    assert bot.jsm.creates() == []
 
 
 async def test_declined_cr_fails_with_exit_1(bot: GateBot) -> None:
@@ -212,3 +212,17 @@ async def test_event_command_records_once(bot: GateBot) -> None:
     event[event.index(gate_id)] = "no-such-gate"
     assert await missing(*event, "--event-id", "ev-2") == EXIT_USAGE
     assert "404" in missing.err.getvalue()
+
+
+async def test_a_bot_without_a_change_gate_is_named_as_such() -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    # A bot without a change_gate section serves no /gate routes: aiohttp's own 404.
+    async with TestServer(web.Application()) as server:
+        url = str(server.make_url("")).rstrip("/")
+        run = Run()
+        args = ["--url", url, "--token", WEB_TOKEN, "--project", "Web Site", "--environment", "Production"]
+        code = await run(*args, "--version", "1.2.3", "--timeout", "20", "--change-request", "ITSM-1")
+    assert code in (EXIT_FAIL, EXIT_USAGE)
+    assert "this bot has no change gate configured" in run.err.getvalue()
