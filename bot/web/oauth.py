@@ -14,10 +14,11 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from bot.accounts.connect import CONNECT_PATH, STATE_TTL
 from bot.accounts.models import AccountError, Connection
 from bot.accounts.oauth1_server import CALLBACK_PATH as OAUTH1_CALLBACK_PATH
 from bot.accounts.oauth_cloud import CALLBACK_PATH as CLOUD_CALLBACK_PATH
-from bot.accounts.service import CONNECT_PATH, STATE_TTL, AccountService
+from bot.accounts.service import AccountService
 from bot.web.responses import RepeatedParameter, single_query_value
 
 log = logging.getLogger(__name__)

@@ -14,9 +14,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from bot.accounts.connect import CONNECT_PATH
 from bot.accounts.oauth1_server import CALLBACK_PATH as OAUTH1_CALLBACK_PATH
 from bot.accounts.oauth_cloud import CALLBACK_PATH as CLOUD_CALLBACK_PATH
-from bot.accounts.service import CONNECT_PATH
 from bot.app import create_app
 from bot.logs import TRACEBACK_PREFIX, RedactingFormatter
 from bot.web.server import GuardedAppRunner
