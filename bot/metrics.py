@@ -49,5 +49,12 @@ class Metrics:
             "jira_chatops_commands", "Slash commands run, by command", ["command"], registry=self.registry
         )
 
+        # Every series README lists exists from the start, at 0, so that rates and alerts work
+        # before the first such event (the intake creates its own outcomes' series).
+        for outcome in ("forbidden", "too_large", "bad_request", "unavailable"):
+            self.webhooks.labels(outcome)
+        for result in ("delivered", "retried", "dead"):
+            self.posts.labels(result)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -150,8 +150,21 @@ class Intake:
             log.info("webhook ignored: %s", reason)
             return self._result(Outcome.IGNORED, "nothing to post")
 
+        if peek.issue is not None and not peek.issue.key:
+            # Posts, threads and links all name the issue by its key.
+            log.info("webhook ignored: issue %s has no key", peek.issue.id)
+            return self._result(Outcome.IGNORED, "the issue has no key")
         issue_key = (peek.issue.key or peek.issue.id or "?") if peek.issue else "?"
-        instance = resolve_instance(req.path_instance, peek.base_url, self._instances())
+        configured = self._instances()
+        base = peek.base_url.rstrip("/")
+        if req.route == "legacy" and req.path_instance and base != req.path_instance and base in configured:
+            # The URL names one configured instance and the payload comes from another: posting
+            # it (with the other instance's links and buttons) would be wrong either way.
+            return self._result(
+                Outcome.BAD_REQUEST,
+                f"the URL is for instance {req.path_instance} but the webhook comes from {base}",
+            )
+        instance = resolve_instance(req.path_instance, peek.base_url, configured)
         if instance is None:
             log.info("webhook ignored: %s is from an instance that is not configured", issue_key)
             return self._result(Outcome.IGNORED, "unknown Jira instance")

@@ -87,6 +87,19 @@ class JiraWebhookHandler:
         self._signing_key = signing_secret.encode() if signing_secret else None
         self._max_body = max_body_bytes
 
+    def _refuse(
+        self,
+        request: web.Request,
+        status: int,
+        outcome: str,
+        reason: str,
+        headers: dict[str, str] | None = None,
+    ) -> web.Response:
+        """Count, log and answer a webhook refused before the intake."""
+        self._intake.count(outcome)
+        _log_refusal(request, status, reason)
+        return _json(status, {"status": outcome, "reason": reason}, headers)
+
     def routes(self) -> list[web.RouteDef]:
         return [
             web.post("/plugins/jira/api/v2/webhook", self.firehose),
@@ -105,16 +118,13 @@ class JiraWebhookHandler:
         try:
             given = single_query_value(request.query, "secret")
         except RepeatedParameter as e:
-            self._intake.count("bad_request")
-            return _json(400, {"status": "bad_request", "reason": str(e)})
+            return self._refuse(request, 400, "bad_request", str(e))
         if not self._secrets or not secret_matches(given, self._secrets):
-            self._intake.count("forbidden")
-            return _json(403, {"status": "forbidden", "reason": "missing or wrong secret"})
+            return self._refuse(request, 403, "forbidden", "missing or wrong secret")
 
         length = request.content_length
         if length is not None and length > self._max_body:
-            self._intake.count("too_large")
-            return _json(413, {"status": "too_large", "reason": f"body over {self._max_body} bytes"})
+            return self._refuse(request, 413, "too_large", f"body over {self._max_body} bytes")
         if length is not None:
             # Announced and within the limit: read at once (aiohttp stops at the announced length).
             body = await request.read()
@@ -123,23 +133,20 @@ class JiraWebhookHandler:
             async for chunk in request.content.iter_chunked(65536):
                 chunks += chunk
                 if len(chunks) > self._max_body:
-                    self._intake.count("too_large")
-                    return _json(413, {"status": "too_large", "reason": f"body over {self._max_body} bytes"})
+                    return self._refuse(request, 413, "too_large", f"body over {self._max_body} bytes")
             body = bytes(chunks)
 
         if self._signing_key is not None and not signature_matches(
             request.headers.get(SIGNATURE_HEADER), body, self._signing_key
         ):
-            self._intake.count("forbidden")
-            return _json(403, {"status": "forbidden", "reason": "missing or wrong signature"})
+            return self._refuse(request, 403, "forbidden", "missing or wrong signature")
 
         path_instance = None
         encoded = request.match_info.get("instance")
         if encoded is not None:
             path_instance = decode_instance_id(encoded)
             if path_instance is None:
-                self._intake.count("bad_request")
-                return _json(400, {"status": "bad_request", "reason": "instance id is not valid"})
+                return self._refuse(request, 400, "bad_request", "instance id is not valid")
 
         params = {k: v for k, v in request.query.items() if k != "secret"}
         result = await self._intake.accept(
@@ -151,4 +158,12 @@ class JiraWebhookHandler:
                 delivery_id=request.headers.get(DELIVERY_ID_HEADER) or None,
             )
         )
-        return _answer(result)
+        answer = _answer(result)
+        if answer.status >= 400:
+            _log_refusal(request, answer.status, result.reason)
+        return answer
+
+
+def _log_refusal(request: web.Request, status: int, reason: str) -> None:
+    # The path only: the query holds the secret.
+    log.warning("webhook refused with %d (%s) from %s on %s", status, reason, request.remote, request.path)
