@@ -72,3 +72,11 @@ def test_dead_letters_needs_no_mattermost_token(
 ) -> None:
     monkeypatch.setenv("MATTERMOST_URL", "https://chat.example.com")
     assert main(["dead-letters"]) == 0
+
+
+def test_readme_lists_every_environment_variable() -> None:
+    from bot.config import ENV_KEYS
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for var, key in ENV_KEYS.items():
+        assert f"| `{var}` | `{key}` |" in readme, var
