@@ -123,7 +123,7 @@ class SlashCommandHandler:
             command = SlashCommandRequest.from_pairs(pairs)
         except (ValidationError, ValueError) as exc:
             log.warning("slash command refused: not a Mattermost command form (%s)", _summary(exc))
-            return command_json(CommandResponse.ephemeral("The command request is not valid."), 400)
+            return command_json(CommandResponse.ephemeral(_invalid_form(exc)), 400)
         return await self._answer(command)
 
     async def _answer(self, command: SlashCommandRequest) -> web.Response:
@@ -213,6 +213,23 @@ class SlashCommandHandler:
         for task in still:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _invalid_form(exc: Exception) -> str:
+    """What is wrong with the form, naming the fields (Mattermost always sends them all)."""
+    if not isinstance(exc, ValidationError):
+        return "The command request is not valid: the body is not UTF-8 form data."
+    missing: list[str] = []
+    wrong: list[str] = []
+    for e in exc.errors():
+        name = ".".join(str(p) for p in e["loc"])
+        (missing if e["type"] in ("missing", "string_too_short") else wrong).append(name)
+    parts = []
+    if missing:
+        parts.append("missing " + ", ".join(missing))
+    if wrong:
+        parts.append("not valid: " + ", ".join(wrong))
+    return "The command request is not valid: " + "; ".join(parts) + "."
 
 
 def _summary(exc: Exception) -> str:

@@ -181,17 +181,28 @@ async def test_every_configured_token_is_compared_in_constant_time(
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "text"),
     [
-        b"token=" + TOKEN.encode() + b"&text=no+ids",
-        b"token="
-        + TOKEN.encode()
-        + b"&user_id=u&channel_id=c&team_id=t&command=%2Fjira&response_url=file%3A%2F%2Fx",
-        b"token=" + TOKEN.encode() + b"&\xff\xfe",
+        (
+            b"token=" + TOKEN.encode() + b"&text=no+ids&channel_id=c",
+            "The command request is not valid: missing team_id, user_id, command.",
+        ),
+        (
+            b"token="
+            + TOKEN.encode()
+            + b"&user_id=u&channel_id=c&team_id=t&command=%2Fjira&response_url=file%3A%2F%2Fx",
+            "The command request is not valid: not valid: response_url.",
+        ),
+        (
+            b"token=" + TOKEN.encode() + b"&\xff\xfe",
+            "The command request is not valid: the body is not UTF-8 form data.",
+        ),
     ],
     ids=["missing fields", "response_url not http", "not utf-8"],
 )
-async def test_junk_with_a_good_token_gets_400(bot: BotFactory, body: bytes) -> None:
+async def test_junk_with_a_good_token_gets_400_naming_the_fields(
+    bot: BotFactory, body: bytes, text: str
+) -> None:
     service = Service()
     client, _ = await bot(service)
     response = await client.post(
@@ -200,7 +211,9 @@ async def test_junk_with_a_good_token_gets_400(bot: BotFactory, body: bytes) -> 
         headers={"Content-Type": "application/x-www-form-urlencoded", "Authorization": f"Token {TOKEN}"},
     )
     assert response.status == 400 and response.headers["Content-Type"] == "application/json"
-    assert (await response.json())["response_type"] == "ephemeral"
+    answer = await response.json()
+    assert answer["response_type"] == "ephemeral"
+    assert answer["text"] == text
     assert service.requests == []
 
 
