@@ -26,6 +26,23 @@ from mattermostautodriver.exceptions import (
 from bot.mattermost.models import DeliveryError, OutgoingPost
 
 log = logging.getLogger(__name__)
+# The driver's REST client logs under this name (not only its websocket, which the bot never
+# opens: bot/mattermost/websocket.py is the one connection): each error answer at ERROR with its
+# bare message ("Channel does not exist."), each quick retry at WARNING.
+DRIVER_LOGGER = "mattermostautodriver.websocket"
+
+
+class _DriverLinesToDebug(logging.Filter):
+    """Lowers the driver's lines to DEBUG: the bot logs its own line, saying what it was doing
+    (`_status_error`), or hands the DeliveryError to a caller that does."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.DEBUG:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger("bot").isEnabledFor(logging.DEBUG)
+
+
+logging.getLogger(DRIVER_LOGGER).addFilter(_DriverLinesToDebug())
 
 _API = "/api/v4"
 # HTTP statuses worth retrying later besides 429 and 5xx: the request may simply have been too early.
@@ -517,6 +534,8 @@ class MattermostClient:
                 "Mattermost bot lacks permission for %s (403): add it to the channel or grant it a role",
                 what,
             )
+        else:
+            log.info("%s", detail)
         # 501 is Mattermost's "feature disabled": waiting does not enable it.
         retryable = (status >= 500 and status != 501) or status in _RETRYABLE_4XX
         return DeliveryError(detail, retryable=retryable, status=status)

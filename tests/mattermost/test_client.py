@@ -573,3 +573,16 @@ async def test_console_sink_defaults_to_stdout(capsys: pytest.CaptureFixture[str
     printed = capsys.readouterr().out
     assert "hello" in printed
     assert "props: k=1" in printed
+
+
+async def test_the_drivers_error_lines_give_way_to_the_bots_own(
+    client: MattermostClient, channel_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    with pytest.raises(DeliveryError):
+        await client.create_post(post_to(channel_id, root_id="x" * 26))
+    # Not the driver's bare "…root_id…" line at ERROR, but one that says what the bot was doing.
+    assert not [r for r in caplog.records if r.name.startswith("mattermostautodriver")]
+    [line] = [r for r in caplog.records if r.name == "bot.mattermost.client"]
+    assert line.levelno == logging.INFO
+    assert line.getMessage().startswith(f"Mattermost answered 400 for post to channel {channel_id}: ")
