@@ -80,3 +80,21 @@ def test_readme_lists_every_environment_variable() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for var, key in ENV_KEYS.items():
         assert f"| `{var}` | `{key}` |" in readme, var
+
+
+def test_a_config_file_event_typo_gets_the_text_forms_did_you_mean(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bot.commands.subscription_text import SubscriptionTextError, parse_events
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "jira:\n  instances: [{url: 'https://acme.atlassian.net'}]\n"
+        "subscriptions:\n  - {name: x, channel: t/c, filters: {events: [event_creatd], projects: [A]}}\n"
+    )
+    assert main(["--config", str(cfg), "check-config"]) == 2
+    err = capsys.readouterr().err
+    with pytest.raises(SubscriptionTextError) as typed:
+        parse_events("event_creatd")
+    assert f"subscriptions.0.filters.events: {typed.value.problem}" in err
+    assert "(did you mean `event_created`?)" in err

@@ -12,66 +12,15 @@ Lists are comma-separated; a value with spaces is quoted. `fields` holds field f
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from bot.jira.events import (
-    EVENT_CREATED,
-    EVENT_CREATED_COMMENT,
-    EVENT_DELETED,
-    EVENT_DELETED_COMMENT,
-    EVENT_DELETED_UNRESOLVED,
-    EVENT_UPDATED_AFFECTS_VERSION,
-    EVENT_UPDATED_ANY,
-    EVENT_UPDATED_ASSIGNEE,
-    EVENT_UPDATED_ATTACHMENT,
-    EVENT_UPDATED_COMMENT,
-    EVENT_UPDATED_COMPONENTS,
-    EVENT_UPDATED_DESCRIPTION,
-    EVENT_UPDATED_FIX_VERSION,
-    EVENT_UPDATED_ISSUE_TYPE,
-    EVENT_UPDATED_LABELS,
-    EVENT_UPDATED_PRIORITY,
-    EVENT_UPDATED_RANK,
-    EVENT_UPDATED_REOPENED,
-    EVENT_UPDATED_REPORTER,
-    EVENT_UPDATED_RESOLVED,
-    EVENT_UPDATED_SPRINT,
-    EVENT_UPDATED_STATUS,
-    EVENT_UPDATED_SUMMARY,
-)
+from bot.jira.events import EVENT_CREATED, EVENT_UPDATED_STATUS
 from bot.routing.model import FieldFilter, Inclusion, Subscription, SubscriptionFilters
-
-# The event vocabulary in the order people read it (the plugin's subscription modal order).
-EVENT_CHOICES: tuple[str, ...] = (
-    EVENT_CREATED,
-    EVENT_UPDATED_ANY,
-    EVENT_UPDATED_STATUS,
-    EVENT_UPDATED_RESOLVED,
-    EVENT_UPDATED_REOPENED,
-    EVENT_UPDATED_ASSIGNEE,
-    EVENT_UPDATED_REPORTER,
-    EVENT_UPDATED_PRIORITY,
-    EVENT_UPDATED_SUMMARY,
-    EVENT_UPDATED_DESCRIPTION,
-    EVENT_UPDATED_LABELS,
-    EVENT_UPDATED_COMPONENTS,
-    EVENT_UPDATED_FIX_VERSION,
-    EVENT_UPDATED_AFFECTS_VERSION,
-    EVENT_UPDATED_ISSUE_TYPE,
-    EVENT_UPDATED_SPRINT,
-    EVENT_UPDATED_RANK,
-    EVENT_UPDATED_ATTACHMENT,
-    EVENT_CREATED_COMMENT,
-    EVENT_UPDATED_COMMENT,
-    EVENT_DELETED_COMMENT,
-    EVENT_DELETED,
-    EVENT_DELETED_UNRESOLVED,
-)
-CUSTOM_FIELD_EVENT_HINT = "event_updated_customfield_NNNNN"
-_CUSTOM_FIELD_EVENT = re.compile(r"event_updated_customfield_\d+")
+from bot.routing.vocabulary import CUSTOM_FIELD_EVENT_HINT as CUSTOM_FIELD_EVENT_HINT
+from bot.routing.vocabulary import EVENT_CHOICES as EVENT_CHOICES
+from bot.routing.vocabulary import unknown_events
 
 # Option keys of the one-line form, with the spellings people type for them.
 OPTION_KEYS: tuple[str, ...] = ("name", "projects", "events", "issue_types", "fields")
@@ -177,27 +126,10 @@ def parse_issue_types(text: str, field: str = "issue_types") -> tuple[str, ...]:
 def parse_events(text: str, field: str = "events") -> tuple[str, ...]:
     """Event names, separated by commas or spaces, checked against the event vocabulary."""
     names = _unique(n.lower() for n in re.split(r"[\s,;]+", text) if n)
-    unknown = [n for n in names if n not in EVENT_CHOICES and not _CUSTOM_FIELD_EVENT.fullmatch(n)]
-    if unknown:
-        hints = []
-        for name in unknown:
-            guess = _suggest_event(name)
-            hints.append(f"`{name}` (did you mean `{guess}`?)" if guess else f"`{name}`")
-        raise SubscriptionTextError(
-            field,
-            f"unknown event {', '.join(hints)}. Valid events: {', '.join(EVENT_CHOICES)}, "
-            f"and {CUSTOM_FIELD_EVENT_HINT} for a custom field.",
-        )
+    problem = unknown_events(names)
+    if problem:
+        raise SubscriptionTextError(field, problem)
     return names
-
-
-def _suggest_event(name: str) -> str | None:
-    """The event a mistyped name most likely meant: the prefix left out, or a near spelling."""
-    prefixed = "event_" + name.removeprefix("event_")
-    if prefixed in EVENT_CHOICES:
-        return prefixed
-    close = difflib.get_close_matches(prefixed, EVENT_CHOICES, n=1, cutoff=0.85)
-    return close[0] if close else None
 
 
 def parse_field_filter(text: str, field: str = "fields") -> FieldFilter:

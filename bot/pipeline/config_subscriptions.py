@@ -9,6 +9,7 @@ from datetime import datetime
 from bot.config import Settings, SubscriptionSettings
 from bot.mattermost.models import DeliveryError, PostSink
 from bot.routing.model import FieldFilter, Inclusion, Subscription, SubscriptionFilters
+from bot.routing.vocabulary import unknown_events
 from bot.store.interfaces import SubscriptionRepository
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,10 @@ def config_subscription_problems(settings: Settings) -> list[str]:
             problems.append(f"subscriptions.{i}.filters.projects: name at least one project")
         if not declared.filters.events:
             problems.append(f"subscriptions.{i}.filters.events: name at least one event")
+        # The same check, and the same did-you-mean, as the dialog and the one-line form.
+        unknown = unknown_events(declared.filters.events)
+        if unknown:
+            problems.append(f"subscriptions.{i}.filters.events: {unknown}")
     return problems
 
 
