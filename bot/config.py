@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import difflib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -378,14 +379,87 @@ def apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any
     return data
 
 
-def _describe(err: ValidationError) -> str:
+# Pydantic's error types, said in YAML's terms.
+_YAML_TERMS = {
+    "dict_type": "must be a mapping (`key: value` lines indented under it)",
+    "model_type": "must be a mapping (`key: value` lines indented under it)",
+    "model_attributes_type": "must be a mapping (`key: value` lines indented under it)",
+    "tuple_type": "must be a list (`- item` lines, or `[a, b]`)",
+    "list_type": "must be a list (`- item` lines, or `[a, b]`)",
+    "int_parsing": "must be a whole number",
+    "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
+    "string_type": "must be text (quote it)",
+    "missing": "is required",
+}
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The settings model that holds the key at `loc` (list indexes skipped), if any."""
+    model: type[BaseModel] = Settings
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        info = model.model_fields.get(part)
+        if info is None:
+            return None
+        found = None
+        for t in (info.annotation, *getattr(info.annotation, "__args__", ())):
+            inner = getattr(t, "__args__", ())
+            for c in (t, *inner):
+                if isinstance(c, type) and issubclass(c, BaseModel):
+                    found = c
+        if found is None:
+            return None
+        model = found
+    return model
+
+
+def _yaml_line(text: str, loc: tuple[int | str, ...]) -> int | None:
+    """The line of the config file where the key at `loc` is written, when it is."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            match = [(k, v) for k, v in node.value if getattr(k, "value", None) == part]
+            if not match:
+                return line
+            key, node = match[0]
+            line = key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _describe(err: ValidationError, text: str | None = None, path: Path | None = None) -> str:
+    """Each error as `file:line: key.path: what is wrong`, in YAML's terms, not pydantic's."""
     lines = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"]
+        loc = tuple(e["loc"])
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        msg = _YAML_TERMS.get(e["type"]) or e["msg"].removeprefix("Value error, ")
+        if msg.startswith("Input should be "):
+            msg = "must be " + msg.removeprefix("Input should be ")
         if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        lines.append(f"  {key}: {msg}")
+            model = _model_at(loc[:-1])
+            known = list(model.model_fields) if model is not None else []
+            near = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+            msg = "unknown key" + (f" (did you mean `{near[0]}`?)" if near else "")
+            if known and not near:
+                msg += f"; known keys: {', '.join(known)}"
+        where = _yaml_line(text, loc) if text is not None else None
+        prefix = f"{path}:{where}: " if where is not None and path is not None else ""
+        lines.append(f"  {prefix}{key}: {msg}")
     return "invalid configuration:\n" + "\n".join(lines)
 
 
@@ -402,7 +476,10 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as e:
-            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+            mark = getattr(e, "problem_mark", None)
+            where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(p)
+            problem = getattr(e, "problem", None) or str(e)
+            raise ConfigError(f"{where}: not valid YAML: {problem}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -412,4 +489,4 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
     try:
         return Settings.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_describe(e)) from None
+        raise ConfigError(_describe(e, text, Path(path)) if path is not None else _describe(e)) from None

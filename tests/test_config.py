@@ -59,7 +59,7 @@ def test_generic_nested_override() -> None:
         ("[1, 2]", {}, "mapping"),
         ("server: {port: [", {}, "not valid YAML"),
         ("", {"PORT": "eighty"}, "server.port"),
-        ("", {"BOT_ENCRYPTION_KEY": "c2hvcnQ="}, "security.encryption_key: Value error, must decode to 32"),
+        ("", {"BOT_ENCRYPTION_KEY": "c2hvcnQ="}, "security.encryption_key: must decode to 32"),
         (
             "",
             {"MATTERMOST_COMMAND_TOKENS": "a,b", "JIRA_CHATOPS__COMMANDS__SUBSCRIPTION_ROLE": "boss"},
@@ -83,3 +83,30 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
 def test_secrets_are_not_shown_in_repr() -> None:
     s = load_settings(None, {"JIRA_WEBHOOK_SECRET": "topsecretvalue"})
     assert "topsecretvalue" not in repr(s)
+
+
+def test_config_errors_speak_yaml_with_file_and_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "server: 3\ndelivery:\n  workres: 2\n  max_attempts: many\nmattermost:\n  command_tokens: abc\n"
+        "logging: {level: LOUD}\n"
+    )
+    with pytest.raises(ConfigError) as e:
+        load_settings(cfg, {})
+    text = str(e.value)
+    assert f"{cfg}:1: server: must be a mapping" in text
+    assert f"{cfg}:3: delivery.workres: unknown key (did you mean `workers`?)" in text
+    assert f"{cfg}:4: delivery.max_attempts: must be a whole number" in text
+    assert f"{cfg}:6: mattermost.command_tokens: must be a list" in text
+    assert f"{cfg}:7: logging.level: must be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'" in text
+    for pydantic_words in ("Input should", "Value error", "valid dictionary", "valid tuple", "instance of"):
+        assert pydantic_words not in text
+
+
+def test_bad_yaml_names_file_line_and_column(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("server:\n  port: [\n")
+    with pytest.raises(ConfigError) as e:
+        load_settings(cfg, {})
+    assert str(e.value).startswith(f"{cfg}:3:1: not valid YAML: ")
+    assert "<unicode string>" not in str(e.value)
