@@ -270,3 +270,15 @@ async def test_setup_with_a_public_url(harness: Harness) -> None:
     text = (await harness.command("admin", "setup"))["text"]
     assert "2. :white_check_mark: Public URL: `https://jira-bot.example.com`." in text
     assert "`https://jira-bot.example.com/plugins/jira/api/v2/webhook?secret=webhook-secret`" in text
+
+
+async def test_setup_gives_no_connect_advice_for_a_cloud_instance_without_an_oauth_app(
+    harness: Harness,
+) -> None:
+    directory = harness.services.instances
+    directory._check_url = None  # no DNS here: the URL check has tests of its own
+    await directory.install("https://noapp.example.net", "cloud", "noapp")
+    text = (await harness.command("admin", "setup"))["text"]
+    assert "`/jira connect noapp`" not in text
+    assert "noapp (https://noapp.example.net) has no way for users to connect yet" in text
+    assert "`/jira connect cloud`, `/jira connect dc`" in text  # the others still can

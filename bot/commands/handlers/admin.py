@@ -344,11 +344,22 @@ async def setup(ctx: CommandContext) -> CommandResponse:
     # 4. The admin's own account
     connections = {c.instance_id for c in await deps.accounts.connections_for(ctx.user_id)}
     missing = [i for i in instances if i.url not in connections]
+    # A Cloud instance without an OAuth app has no way to connect yet: advise that, not connect.
+    no_auth = [i for i in missing if i.is_cloud and i.oauth is None]
+    can = [i for i in missing if i not in no_auth]
     if instances and not missing:
         lines.append(f"4. {DONE} Your Jira account is connected.")
     else:
-        todo = ", ".join(f"`/jira connect {_url_or_alias(i)}`" for i in missing) or "`/jira connect`"
-        lines.append(f"4. {TODO} Connect your Jira account: {todo}. Every user does this once.")
+        todo = ", ".join(f"`/jira connect {_url_or_alias(i)}`" for i in can)
+        if can or not no_auth:
+            todo = todo or "`/jira connect`"
+            lines.append(f"4. {TODO} Connect your Jira account: {todo}. Every user does this once.")
+        for inst in no_auth:
+            lines.append(
+                f"4. {TODO} {inst.label} has no way for users to connect yet: set its OAuth 2.0 app "
+                "(`jira.instances[].oauth`: client id and secret from developer.atlassian.com, "
+                f"callback `{base}/oauth/jira/callback`)."
+            )
 
     # 5. Subscriptions
     subs: list[Any] = await deps.db.subscriptions.list_all()
