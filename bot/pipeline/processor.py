@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from bot.backoff import retry_delay
 from bot.config import ChannelPostSettings
-from bot.jira.events import COMMENT_KINDS, EVENT_DELETED, IssueEvent, event_summary, normalise
+from bot.jira.events import COMMENT_KINDS, EVENT_DELETED, STANDARD_KINDS, IssueEvent, event_summary, normalise
 from bot.jira.models import WebhookParseError, parse_webhook
 from bot.metrics import Metrics
 from bot.pipeline.issue_fetch import NO_CREDENTIALS, IssueDropped, JiraUnavailable, payload_names
@@ -201,6 +201,8 @@ class EventProcessor:
         # event is routed only when its issue's security level is remembered.
         self.issues: IssueReader | None = None
         self._ignored = metrics.webhooks.labels("ignored")
+        for kind in sorted(STANDARD_KINDS):  # every series from the start, at 0
+            metrics.events.labels(kind)
         self._failed_count = metrics.webhooks.labels("failed")
 
     async def run_once(self) -> int:

@@ -58,6 +58,8 @@ async def test_metric_series_exist_from_the_start(make_bot: BotFactory) -> None:
         'jira_chatops_posts_total{result="delivered"} 0.0',
         'jira_chatops_posts_total{result="dead"} 0.0',
         "jira_chatops_backlog 0.0",
+        'jira_chatops_events_total{kind="event_created"} 0.0',
+        'jira_chatops_events_total{kind="event_updated_status"} 0.0',
     ):
         assert series in text, series
 
