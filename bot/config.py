@@ -10,6 +10,7 @@ import base64
 import binascii
 import difflib
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -450,6 +451,13 @@ def _describe(err: ValidationError, text: str | None = None, path: Path | None =
         msg = _YAML_TERMS.get(e["type"]) or e["msg"].removeprefix("Value error, ")
         if msg.startswith("Input should be "):
             msg = "must be " + msg.removeprefix("Input should be ")
+        if e["type"] == "literal_error" and isinstance(e.get("input"), str):
+            # A role, a level, an inclusion: the same did-you-mean as the chat forms give.
+            choices = re.findall(r"'([^']*)'", str((e.get("ctx") or {}).get("expected", "")))
+            by_lower = {c.lower(): c for c in choices}
+            near = difflib.get_close_matches(e["input"].lower(), list(by_lower), n=1, cutoff=0.6)
+            if near:
+                msg += f" (did you mean `{by_lower[near[0]]}`?)"
         if e["type"] == "extra_forbidden":
             model = _model_at(loc[:-1])
             known = list(model.model_fields) if model is not None else []

@@ -110,3 +110,13 @@ def test_bad_yaml_names_file_line_and_column(tmp_path: Path) -> None:
         load_settings(cfg, {})
     assert str(e.value).startswith(f"{cfg}:3:1: not valid YAML: ")
     assert "<unicode string>" not in str(e.value)
+
+
+def test_a_misspelled_choice_gets_a_did_you_mean(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("commands: {subscription_role: channel_admn}\nlogging: {level: WARN}\n")
+    with pytest.raises(ConfigError) as e:
+        load_settings(cfg, {})
+    assert f"{cfg}:1: commands.subscription_role: must be 'users', " in str(e.value)
+    assert "(did you mean `channel_admin`?)" in str(e.value)
+    assert "(did you mean `WARNING`?)" in str(e.value)
