@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import json
 import logging
@@ -36,11 +37,15 @@ def _load(path: str | None, *, serving: bool = False) -> Settings:
     return settings
 
 
-# From SIGTERM to exit, whatever is being processed (`docker stop` waits as long before SIGKILL).
+# From SIGTERM to exit, whatever is being processed (`docker stop` waits as long before SIGKILL):
+# the default of server.shutdown_grace_seconds.
 SHUTDOWN_GRACE_SECONDS = 10.0
-# Of which in-flight requests get at most this much; the rest is for stopping the workers and
-# closing connections.
+# Of the grace period: this share for the posts in flight (then claims are released to the other
+# replicas), and at most REQUEST_DRAIN_SECONDS (and this share) for in-flight requests; the
+# rest is for closing connections.
+POSTS_DRAIN_SHARE = 0.5
 REQUEST_DRAIN_SECONDS = 5.0
+REQUEST_DRAIN_SHARE = 0.3
 
 
 def arm_shutdown_watchdog(grace: float, signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)) -> None:
@@ -79,7 +84,7 @@ def arm_shutdown_watchdog(grace: float, signals: Sequence[int] = (signal.SIGTERM
 
 
 def cmd_serve(settings: Settings) -> int:
-    from bot.app import command_tokens, create_app, describe_features, webhook_secret
+    from bot.app import begin_shutdown, command_tokens, create_app, describe_features, webhook_secret
     from bot.web.server import serve
 
     setup_logging(settings.logging.level, settings.logging.format)
@@ -100,10 +105,11 @@ def cmd_serve(settings: Settings) -> int:
     for line in describe_features(settings):
         log.info("feature %s", line)
     app = create_app(settings)
+    grace = settings.server.shutdown_grace_seconds
 
     async def watchdog(_app: web.Application) -> None:
         # At start-up, after serve has set the event loop's signal handlers.
-        arm_shutdown_watchdog(SHUTDOWN_GRACE_SECONDS)
+        arm_shutdown_watchdog(grace)
         # What start-up allocated (modules, the app, settings) lives as long as the process: move
         # it out of the collector's reach, so that full collections during a render stay short.
         gc.collect()
@@ -111,7 +117,12 @@ def cmd_serve(settings: Settings) -> int:
 
     app.on_startup.append(watchdog)
     # As web.run_app, plus request head and size checks at the connection (bot/web/server.py).
-    serve(app, settings.server, shutdown_timeout=REQUEST_DRAIN_SECONDS)
+    serve(
+        app,
+        settings.server,
+        shutdown_timeout=min(REQUEST_DRAIN_SECONDS, grace * REQUEST_DRAIN_SHARE),
+        before_stop=functools.partial(begin_shutdown, app, grace * POSTS_DRAIN_SHARE),
+    )
     # Everything with state is closed by now. A thread still running is a call waiting on its
     # network timeout (a Jira request in the gateway's pool, say), which the interpreter would
     # wait for at exit, past the grace period.

@@ -7,7 +7,6 @@ aiohttp cleanup contexts, in dependency order; nothing lives in module globals.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import os
@@ -59,6 +58,7 @@ from bot.pipeline.intake import Intake
 from bot.pipeline.issue_fetch import IssueFetcher
 from bot.pipeline.issue_memory import IssueMemory
 from bot.pipeline.processor import EventProcessor
+from bot.pipeline.replica import ReplicaLifecycle
 from bot.pipeline.subscriptions import SubscriptionCache
 from bot.security.signing import ContextSigner, derive_key
 from bot.security.urls import UrlPolicy
@@ -99,9 +99,19 @@ class Services:
     commands: CommandService | None = None
     process_wake: asyncio.Event = field(default_factory=asyncio.Event)
     delivery_wake: asyncio.Event = field(default_factory=asyncio.Event)
+    replica: ReplicaLifecycle | None = None
 
 
 SERVICES = web.AppKey("services", Services)
+
+
+async def begin_shutdown(app: web.Application, grace: float) -> None:
+    """The clean stop of a replica (bot.pipeline.replica), while the server still answers: 503
+    from /readyz and the intake at once, posts in flight given `grace` seconds, then every claim
+    released to the other replicas."""
+    replica = app[SERVICES].replica
+    if replica is not None:
+        await replica.drain(grace)
 
 
 def webhook_secret(settings: Settings) -> str:
@@ -496,6 +506,14 @@ def create_app(
         instances=directory,
     )
     app[SERVICES] = services
+    replica = services.replica = ReplicaLifecycle(
+        replicas=db.replicas,
+        inbox=db.inbox,
+        deliveries=db.deliveries,
+        owner=owner,
+        clock=clock,
+        wakes=(services.process_wake, services.delivery_wake),
+    )
 
     webhook = JiraWebhookHandler(
         intake,
@@ -506,6 +524,7 @@ def create_app(
             else None
         ),
         max_body_bytes=settings.server.max_body_bytes,
+        stopping=lambda: replica.stopping,
     )
 
     async def refresh_backlog() -> None:
@@ -515,6 +534,7 @@ def create_app(
         checks={"database": db.ping, "mattermost": the_sink.ping},
         metrics=metrics,
         refresh_metrics=refresh_backlog,
+        stopping=lambda: replica.stopping,
     )
     app.add_routes(webhook.routes() + health.routes())
 
@@ -587,23 +607,23 @@ def create_app(
     )
 
     async def workers(_app: web.Application) -> AsyncIterator[None]:
-        tasks = [
-            asyncio.create_task(
-                processor.run(services.process_wake, settings.delivery.poll_interval_seconds),
-                name="event-processor",
-            ),
-            asyncio.create_task(delivery.run(services.delivery_wake), name="delivery"),
-        ]
+        await replica.start(
+            [
+                (
+                    "event-processor",
+                    processor.run(
+                        services.process_wake, settings.delivery.poll_interval_seconds, replica.stop
+                    ),
+                ),
+                ("delivery", delivery.run(services.delivery_wake, replica.stop)),
+            ]
+        )
         housekeeping.start()
         yield
         await housekeeping.stop()  # releases its lease: another replica purges from now on
-        # Stop claiming; an interrupted delivery keeps its lease and is retried with the same
-        # pending_post_id, so stopping mid-send loses and duplicates nothing.
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        # Already done when SIGTERM came through `begin_shutdown`. An interrupted delivery is
+        # sent again with the same pending_post_id: stopping mid-send loses and doubles nothing.
+        await replica.drain(settings.server.shutdown_grace_seconds / 2)
 
     app.cleanup_ctx.append(storage)
     app.cleanup_ctx.append(mattermost)

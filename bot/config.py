@@ -48,6 +48,9 @@ class ServerSettings(_Section):
     # slow senders cannot hold connections open.
     header_read_timeout_seconds: float = Field(10.0, gt=0, le=300)
     body_read_timeout_seconds: float = Field(30.0, gt=0, le=600)
+    # From SIGTERM to exit: half of it for the posts in flight to finish (claims still held
+    # after that are released to the other replicas), the rest for requests and closing.
+    shutdown_grace_seconds: float = Field(10.0, ge=1, le=600)
 
     @field_validator("public_url")
     @classmethod

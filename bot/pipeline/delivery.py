@@ -241,5 +241,5 @@ class DeliveryWorker:
             return poll
         return min(poll, max(0.01, (due - self._clock()).total_seconds()))
 
-    async def run(self, wake: asyncio.Event) -> None:
-        await work_loop("delivery", self.run_once, wake, self._idle_wait)
+    async def run(self, wake: asyncio.Event, stop: asyncio.Event | None = None) -> None:
+        await work_loop("delivery", self.run_once, wake, self._idle_wait, stop)

@@ -15,11 +15,13 @@ async def work_loop(
     run_once: Callable[[], Awaitable[int]],
     wake: asyncio.Event,
     idle_wait: Callable[[], Awaitable[float]],
+    stop: asyncio.Event | None = None,
 ) -> None:
     """Call `run_once` until it finds nothing (it returns how many items it took), then wait for
     `wake` or `idle_wait()` seconds. An error is logged and retried after the idle wait: a
-    worker never dies of one bad round."""
-    while True:
+    worker never dies of one bad round. Once `stop` is set (and `wake` with it), the loop ends
+    after the round under way: a clean stop lets the posts in flight finish."""
+    while stop is None or not stop.is_set():
         # Cleared before claiming, so a wake-up during the claim is not lost.
         wake.clear()
         try:

@@ -440,8 +440,8 @@ class EventProcessor:
             return plan
         return Plan("routed" if deliveries else plan.outcome, deliveries, event)
 
-    async def run(self, wake: asyncio.Event, poll_interval: float) -> None:
+    async def run(self, wake: asyncio.Event, poll_interval: float, stop: asyncio.Event | None = None) -> None:
         async def idle_wait() -> float:
             return poll_interval
 
-        await work_loop("event processing", self.run_once, wake, idle_wait)
+        await work_loop("event processing", self.run_once, wake, idle_wait, stop)

@@ -24,7 +24,9 @@ class HealthHandler:
         metrics: Metrics,
         refresh_metrics: Callable[[], Awaitable[None]],
         timeout: float = 3.0,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
+        self._stopping = stopping
         self._checks = checks
         self._metrics = metrics
         self._refresh = refresh_metrics
@@ -47,6 +49,9 @@ class HealthHandler:
             return False
 
     async def ready(self, _request: web.Request) -> web.Response:
+        if self._stopping():
+            # A clean stop has begun: the load balancer sends new work to the other replicas.
+            return _json(503, {"status": "stopping"})
         names = list(self._checks)
         results = await asyncio.gather(*(self._check(self._checks[n]) for n in names))
         body: dict[str, object] = {

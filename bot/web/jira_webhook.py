@@ -9,7 +9,7 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -81,7 +81,9 @@ class JiraWebhookHandler:
         secrets: Sequence[str],
         signing_secret: str | None,
         max_body_bytes: int,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
+        self._stopping = stopping
         self._intake = intake
         self._secrets = tuple(s.encode() for s in secrets if s)
         self._signing_key = signing_secret.encode() if signing_secret else None
@@ -115,6 +117,12 @@ class JiraWebhookHandler:
         return await self._handle(request, "legacy")
 
     async def _handle(self, request: web.Request, route: Route) -> web.Response:
+        if self._stopping():
+            # Stopping: Jira retries a 503, and the load balancer sends the retry to another replica.
+            self._intake.count("unavailable")
+            return _json(
+                503, {"status": "unavailable", "reason": "shutting down"}, headers={"Retry-After": "5"}
+            )
         try:
             given = single_query_value(request.query, "secret")
         except RepeatedParameter as e:

@@ -176,8 +176,17 @@ def body_deadline(seconds: float) -> Middleware:
     return middleware
 
 
-def serve(app: web.Application, settings: ServerSettings, *, shutdown_timeout: float) -> None:
-    """Run `app` until SIGINT or SIGTERM, as `web.run_app` does, with the guards above."""
+def serve(
+    app: web.Application,
+    settings: ServerSettings,
+    *,
+    shutdown_timeout: float,
+    before_stop: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Run `app` until SIGINT or SIGTERM, as `web.run_app` does, with the guards above.
+
+    `before_stop` runs on the signal while the server still answers (a replica's clean stop:
+    readiness 503, posts in flight finished, claims released), before it stops listening."""
 
     async def main() -> None:
         runner = GuardedAppRunner(
@@ -196,6 +205,8 @@ def serve(app: web.Application, settings: ServerSettings, *, shutdown_timeout: f
         try:
             await web.TCPSite(runner, settings.host, settings.port).start()
             await stop.wait()
+            if before_stop is not None:
+                await before_stop()
         finally:
             # Graceful, in aiohttp's order: stop accepting, on_shutdown, drain, cleanup contexts.
             await runner.cleanup()
