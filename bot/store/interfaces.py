@@ -64,6 +64,8 @@ class NewInboxRow:
     instance_id: str | None
     params: Mapping[str, Any]
     body: bytes
+    # The issue it is about ("instance|issue"): rows sharing it are processed in id order.
+    order_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +195,10 @@ class InboxRepository(Protocol):
         attempt. Only rows `owner` still holds; returns how many."""
         ...
 
+    async def release_held(self, *, owner: str) -> int:
+        """Give back every row `owner` holds (a clean stop); returns how many."""
+        ...
+
     async def get(self, item_id: int) -> InboxItem | None: ...
 
     async def list_failed(self, limit: int = 100) -> list[InboxItem]:
@@ -237,6 +243,10 @@ class DeliveryRepository(Protocol):
     ) -> bool: ...
 
     async def dead_letter(self, delivery_id: int, *, owner: str, error: str, now: datetime) -> bool: ...
+
+    async def release_held(self, *, owner: str) -> int:
+        """Drop every lease `owner` holds (a clean stop); returns how many."""
+        ...
 
     async def get(self, delivery_id: int) -> Delivery | None: ...
 
@@ -376,6 +386,18 @@ class LeaseRepository(Protocol):
     async def purge_expired(self, *, before: datetime) -> int:
         """Delete leases that expired before `before`."""
         ...
+
+
+class ReplicaRepository(Protocol):
+    """Heartbeats of the processes sharing the database (see bot.store.replicas)."""
+
+    async def beat(self, owner: str, *, now: datetime) -> None: ...
+
+    async def forget(self, owner: str) -> None: ...
+
+    async def live(self, *, now: datetime) -> list[str]: ...
+
+    async def purge(self, *, before: datetime) -> int: ...
 
 
 class Store(Protocol):
