@@ -69,6 +69,8 @@ async def test_create_by_mention_offers_the_form_prefilled_from_the_thread(
     # A mention brings no trigger id, so the answer in the thread is a button only Alice may use.
     [offer] = await eventually(lambda: bot_posts_in_thread(harness, root), timeout=30)
     assert offer["message"] == "Open the form:"
+    status, _ = await harness.click("bob", offer["props"], "Open the form", post_id=offer["id"])
+    assert status == 403 and harness.mm.dialogs == []  # the button is Alice's
     status, _ = await harness.click("alice", offer["props"], "Open the form", post_id=offer["id"])
     assert status == 200
     form = {e["name"]: e for e in harness.mm.dialogs[-1]["dialog"]["elements"]}
@@ -98,3 +100,21 @@ async def test_other_commands_and_a_top_level_attach_say_how_to_use_the_mention(
     [how] = await eventually(lambda: bot_posts_in_thread(harness, top), timeout=30)
     assert "⋯ > Copy Link, then `/jira attach PROJ-1 <link>`" in how["message"]
     assert harness.cloud.comments["PROJ-1"] == []
+
+
+async def test_the_bot_hears_mentions_only_in_channels_it_is_a_member_of(
+    harness: Harness, chat: ChatListener
+) -> None:
+    await alice_with_issue(harness)
+    members = [harness.user("alice"), harness.user("bob")]
+    outside = harness.mm.add_channel("acme", "no-bot", members=members)
+    lonely = harness.mm.user_posts("bob", outside, ROOT_TEXT)["id"]
+    harness.mm.user_posts("alice", outside, "@jira attach PROJ-1", root_id=lonely)
+    dev = harness.channels["dev"]
+    root = harness.mm.user_posts("bob", dev, ROOT_TEXT)["id"]
+    harness.mm.user_posts("alice", dev, "@jira attach PROJ-1", root_id=root)
+
+    await eventually(lambda: len(bot_posts_in_thread(harness, root)) >= 2, timeout=30)
+    # Mattermost sends the bot no event for a channel it is not in.
+    assert bot_posts_in_thread(harness, lonely) == []
+    assert len(harness.cloud.comments["PROJ-1"]) == 1

@@ -346,3 +346,13 @@ async def test_the_client_reads_files_as_bytes_within_a_limit(harness: Harness) 
     with pytest.raises(DeliveryError) as missing:
         await client.get_file("x" * 26, max_bytes=1000)
     assert missing.value.status == 404
+
+
+async def test_help_shows_the_link_form_and_the_mention_form(harness: Harness) -> None:
+    text = (await harness.command("alice", "help"))["text"]
+    [attach] = [line for line in text.splitlines() if " attach " in line]
+    assert "`/jira attach ABC-1 https://chat.example.com/team/pl/…`" in attach and "Copy Link" in attach
+    assert "`@jira attach ABC-1`" in attach
+    [create] = [line for line in text.splitlines() if " create " in line and "issue" in line]
+    assert "`/jira create Login fails https://chat.example.com/team/pl/…`" in create
+    assert "`@jira create Login fails`" in create

@@ -244,7 +244,11 @@ async def _offer_form(
 
 @COMMANDS.command(
     "issue create",
-    help="Create a new Jira issue; the text becomes its summary, a message link its description",
+    help=(
+        "Create a new Jira issue; the text becomes its summary, a message its description: "
+        "`/jira create Login fails https://chat.example.com/team/pl/…` (the message's ⋯ > Copy Link), "
+        "or in the message's thread `@jira create Login fails`"
+    ),
     usage="[--project KEY] [--type NAME] [summary] [message link]",
     aliases=("create",),
     instance_option=True,

@@ -76,7 +76,11 @@ def _files_told(attached: Sequence[str], linked: Sequence[tuple[str, str]]) -> s
 
 @COMMANDS.command(
     "issue attach",
-    help="Add a message (its link: ⋯ > Copy Link), with its files, to a Jira issue as a comment",
+    help=(
+        "Add a message, with its files, to a Jira issue as a comment: "
+        "`/jira attach ABC-1 https://chat.example.com/team/pl/…` (the message's ⋯ > Copy Link), "
+        "or in the message's thread `@jira attach ABC-1` (the bot must be in the channel)"
+    ),
     usage="[issue-key] [message link]",
     aliases=("attach",),
     args=(
