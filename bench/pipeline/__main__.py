@@ -35,6 +35,7 @@ from bench.pipeline.report import print_report
 from bench.pipeline.run import run_bot, run_ceiling
 from bench.pipeline.scenarios import PACED_RATE, load_payloads
 from bench.pipeline.servers import serve_ceiling, serve_fake_mattermost
+from bench.pipeline.wrk import find_wrk
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 MAX_REQUESTS = 800_000
@@ -45,6 +46,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--subscriptions", default="1000,10000", help="comma-separated subscription counts")
     p.add_argument("--requests", type=int, default=5000, help="webhooks per run (default 5000)")
     p.add_argument("--concurrency", type=int, default=32, help="requests in flight (default 32)")
+    p.add_argument(
+        "--client",
+        default="auto",
+        metavar="auto|wrk|python|PATH",
+        help="load generator: wrk if on PATH (auto, default), wrk, the Python client, or a wrk executable",
+    )
+    p.add_argument("--duration", type=float, default=8.0, help="seconds of each wrk burst (default 8)")
+    p.add_argument(
+        "--sustained",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="also load for S seconds (e.g. 30) and report what processing keeps up with",
+    )
     p.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     p.add_argument("--postgres-url", default=DEFAULT_PG_URL, help="server and admin database for postgresql")
     p.add_argument(
@@ -80,6 +95,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             p.error(f"--pg-setting takes NAME=VALUE, got {item!r}")
         settings.append((key, value))
     args.pg_setting = settings
+    args.wrk = find_wrk(args.client)
+    if args.duration <= 0 or args.sustained < 0:
+        p.error("--duration must be positive and --sustained not negative")
     if args.profile:
         args.profile = Path(args.profile).resolve()
         args.profile.mkdir(parents=True, exist_ok=True)
@@ -95,7 +113,8 @@ async def main_async(args: argparse.Namespace) -> None:
     payloads = load_payloads()
     workdir = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     try:
-        print(f"ceiling: bare aiohttp + json.loads, {args.requests} requests ...", flush=True)
+        load = f"wrk, {args.duration:g} s" if args.wrk else f"Python client, {args.requests} requests"
+        print(f"ceiling: bare aiohttp + json.loads, {load} ...", flush=True)
         tries = await run_ceiling(args, payloads, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -92,6 +92,13 @@ class Row:
     warm_rss_mb: float = 0.0  # after the warm-up: subscriptions loaded and indexed
     ignored: int = 0
     peak_rss_mb: float = 0.0
+    timed_webhooks: int = 0  # webhooks sent in the timed phase
+    answer_p50_ms: float = math.nan  # the intake's answer times in the timed phase (wrk only)
+    answer_p99_ms: float = math.nan
+    sustained_accepted_per_s: float = math.nan  # --sustained: accepted/s over the phase
+    sustained_e2e_per_s: float = math.nan  # accepted ÷ (phase + time to process what was left)
+    sustained_backlog: int = 0  # unprocessed webhooks at the end of the phase
+    sustained_backlog_s: float = math.nan  # the same in seconds of processing
     notes: list[str] = field(default_factory=list)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import math
 import time
 import uuid
 from collections import Counter
@@ -26,6 +28,9 @@ class Drive:
     ignored: int = 0  # 200 answers saying the webhook carries nothing to post
     send_times: dict[int, float] = field(default_factory=dict)  # seq -> time.time() at send
     client_cpu: float = 0.0  # seconds of this process's CPU during the drive
+    sent: Sequence[int] = ()  # the sequence numbers sent
+    latency_p50_ms: float = math.nan  # answer times (wrk measures them; the Python client does not)
+    latency_p99_ms: float = math.nan
 
     @property
     def ok(self) -> int:
@@ -65,21 +70,33 @@ async def drive(
     payloads: Sequence[Payload],
     seqs: Sequence[int],
     concurrency: int,
+    *,
+    seconds: float | None = None,
 ) -> Drive:
-    """Send one webhook per sequence number, `concurrency` at a time."""
+    """Send one webhook per sequence number, `concurrency` at a time; with `seconds`, stop
+    sending once that time has passed (the rest of `seqs` is left unsent)."""
     run = Drive()
     pending = iter(seqs)
+    deadline = None if seconds is None else time.perf_counter() + seconds
 
     async def worker() -> None:
         for seq in pending:  # one iterator shared by all workers: each seq is sent once
             await _send(session, url, payloads, seq, run)
+            if deadline is not None and time.perf_counter() >= deadline:
+                return
 
     cpu0 = time.process_time()
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     run.wall = time.perf_counter() - started
     run.client_cpu = time.process_time() - cpu0
+    run.sent = sorted(run.send_times)
     return run
+
+
+def unbounded(start: int) -> itertools.count[int]:
+    """Sequence numbers from `start` on, for a drive bounded by time."""
+    return itertools.count(start)
 
 
 async def drive_paced(
@@ -95,4 +112,5 @@ async def drive_paced(
         tasks.append(asyncio.create_task(_send(session, url, payloads, seq, run)))
     await asyncio.gather(*tasks)
     run.wall = loop.time() - started
+    run.sent = list(seqs)
     return run

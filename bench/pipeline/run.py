@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import shutil
 import sys
@@ -11,8 +12,10 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import aiohttp
+
 from bench.pipeline.figures import Row, bench_routing, latencies_ms, percentile, post_times
-from bench.pipeline.load import Drive, drive, drive_paced, new_session
+from bench.pipeline.load import Drive, drive, drive_paced, new_session, unbounded
 from bench.pipeline.profiling import profile_path, sampled
 from bench.pipeline.scenarios import (
     PACED_RATE,
@@ -36,10 +39,33 @@ from bench.pipeline.servers import (
     tail,
     wait_http,
 )
+from bench.pipeline.wrk import drive_wrk
 from bot.routing.matcher import SubscriptionIndex
 from bot.store.db import Database
 
 CEILING_TRIES = 3
+TIMED_START = 10_000  # the timed phase's webhooks are numbered from here
+SUSTAINED_START = 400_000  # the sustained phase's
+
+
+async def timed_drive(
+    args: argparse.Namespace,
+    session: aiohttp.ClientSession,
+    url: str,
+    payloads: Sequence[Payload],
+    workdir: Path,
+    *,
+    start: int = TIMED_START,
+    seconds: float | None = None,
+) -> Drive:
+    """One measured burst: wrk for `seconds` (default `--duration`) when it is used, else the
+    Python client for `--requests` webhooks (or for `seconds` when given)."""
+    if args.wrk:
+        return await drive_wrk(
+            args.wrk, url, workdir, payloads, start, seconds or args.duration, args.concurrency
+        )
+    seqs = range(start, start + args.requests) if seconds is None else unbounded(start)
+    return await drive(session, url, payloads, seqs, args.concurrency, seconds=seconds)
 
 
 async def wait_drained(db: Database, timeout: float) -> float | None:  # noqa: ASYNC109
@@ -47,6 +73,22 @@ async def wait_drained(db: Database, timeout: float) -> float | None:  # noqa: A
     loop = asyncio.get_running_loop()
     started = loop.time()
     while await db.deliveries.backlog() > 0:
+        if loop.time() - started > timeout:
+            return None
+        await asyncio.sleep(0.05)
+    return loop.time() - started
+
+
+async def unprocessed(db: Database) -> int:
+    """Webhooks accepted but not yet routed, rendered and stored for delivery."""
+    return (await db.inbox.counts()).get("pending", 0)
+
+
+async def wait_processed(db: Database, timeout: float) -> float | None:  # noqa: ASYNC109
+    """Seconds until every accepted webhook is processed; None when `timeout` passed first."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while await unprocessed(db) > 0:
         if loop.time() - started > timeout:
             return None
         await asyncio.sleep(0.05)
@@ -109,7 +151,6 @@ async def _exercise_bot(
     webhook_url = f"{base}{FIREHOSE}?secret={SECRET}"
     n = len(payloads)
     warmup = range(0, 2 * n)
-    timed = range(10_000, 10_000 + args.requests)
     paced = range(900_000, 900_000 + args.paced)
 
     def expected(seqs: Iterable[int]) -> dict[int, int]:
@@ -128,7 +169,7 @@ async def _exercise_bot(
 
             async with sampled(args, proc.pid, count, "intake", workdir):
                 cpu0 = proc_cpu_seconds(proc.pid)
-                intake = await drive(session, webhook_url, payloads, timed, args.concurrency)
+                intake = await timed_drive(args, session, webhook_url, payloads, workdir)
                 row.bot_cpu_pct = 100 * (proc_cpu_seconds(proc.pid) - cpu0) / intake.wall
             async with sampled(args, proc.pid, count, "drain", workdir):
                 remaining = await wait_drained(db, args.drain_timeout)
@@ -142,14 +183,18 @@ async def _exercise_bot(
             else:
                 row.drain_s = intake.wall + remaining
 
+            if args.sustained:
+                await _sustained(row, args, session, webhook_url, payloads, db, workdir)
+
             light = await drive_paced(session, webhook_url, payloads, paced, PACED_RATE)
             if await wait_drained(db, args.drain_timeout) is None:
                 row.notes.append("light-load phase did not drain")
             row.peak_rss_mb = max(rss.peak_kb, proc_status_kb(proc.pid, "VmHWM")) / 1024
 
         seen = post_times(await fake_posts(session, fake))
-        row.posts = sum(len(seen.get(seq, ())) for seq in timed)
-        want = expected(intake.send_times)
+        row.posts = sum(len(seen.get(seq, ())) for seq in intake.sent)
+        row.timed_webhooks = len(intake.sent)
+        want = expected(intake.sent)
         row.checked_posts = sum(len(seen.get(seq, ())) for seq in want)
         row.checked_expected = sum(want.values())
         if row.checked_posts != row.checked_expected:
@@ -157,7 +202,10 @@ async def _exercise_bot(
                 f"posts for the checked webhooks: {row.checked_posts}, expected {row.checked_expected}"
             )
         flood, missing = latencies_ms(seen, intake.send_times, want)
+        if not intake.send_times:  # wrk: no send time per webhook, so only the posts are checked
+            missing = sum(len(seen.get(seq, ())) < n_posts for seq, n_posts in want.items())
         row.e2e_p50_ms, row.e2e_p99_ms = percentile(flood, 50), percentile(flood, 99)
+        row.answer_p50_ms, row.answer_p99_ms = intake.latency_p50_ms, intake.latency_p99_ms
         steady, missing_paced = latencies_ms(seen, light.send_times, expected(light.send_times))
         row.paced_p50_ms, row.paced_p99_ms = percentile(steady, 50), percentile(steady, 99)
         if missing or missing_paced:
@@ -181,5 +229,39 @@ async def run_ceiling(args: argparse.Namespace, payloads: Sequence[Payload], wor
         await wait_http(base + "/healthz", proc, log)
         url = f"{base}{FIREHOSE}?secret={SECRET}"
         await drive(session, url, payloads, range(2 * len(payloads)), args.concurrency)
-        timed = range(10_000, 10_000 + args.requests)
-        return [await drive(session, url, payloads, timed, args.concurrency) for _ in range(CEILING_TRIES)]
+        return [await timed_drive(args, session, url, payloads, workdir) for _ in range(CEILING_TRIES)]
+
+
+async def _sustained(
+    row: Row,
+    args: argparse.Namespace,
+    session: aiohttp.ClientSession,
+    url: str,
+    payloads: Sequence[Payload],
+    db: Database,
+    workdir: Path,
+) -> None:
+    """`--sustained S`: load for S seconds, then see what processing left behind. The end-to-end
+    rate counts a webhook once it is accepted, routed, rendered and stored for delivery."""
+
+    async def finished() -> int:
+        counts = await db.inbox.counts()
+        return counts.get("done", 0) + counts.get("ignored", 0) + counts.get("failed", 0)
+
+    before, finished_before = await unprocessed(db), await finished()
+    run = await timed_drive(
+        args, session, url, payloads, workdir, start=SUSTAINED_START, seconds=args.sustained
+    )
+    left, processed = await unprocessed(db), await finished() - finished_before
+    rest = await wait_processed(db, args.drain_timeout)
+    row.sustained_accepted_per_s = run.rate
+    row.sustained_backlog = left - before
+    # The backlog at the end in seconds of the work processing did meanwhile.
+    speed = processed / run.wall if run.wall else 0.0
+    row.sustained_backlog_s = row.sustained_backlog / speed if speed else math.inf
+    if rest is None:
+        row.notes.append(f"sustained phase: not processed within {args.drain_timeout:.0f} s")
+    else:
+        row.sustained_e2e_per_s = run.ok / (run.wall + rest)
+    if await wait_drained(db, args.drain_timeout) is None:
+        row.notes.append("sustained phase: deliveries did not drain")
