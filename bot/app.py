@@ -34,6 +34,7 @@ from bot.commands.service import CommandService
 from bot.commands.table import COMMANDS
 from bot.config import Settings
 from bot.gate.jsm import JsmClients
+from bot.gate.outbox import CommentSender
 from bot.gate.poller import GatePoller
 from bot.gate.posts import GatePosts
 from bot.gate.service import GateService
@@ -63,6 +64,7 @@ from bot.pipeline.subscriptions import SubscriptionCache
 from bot.security.signing import ContextSigner, derive_key
 from bot.security.urls import UrlPolicy
 from bot.store.db import Database, make_engine
+from bot.store.interfaces import GATE_COMMENT, GATE_POST
 from bot.store.leases import Duty
 from bot.store.nonces import StoreNonces
 from bot.web.gate_api import GateApi
@@ -310,6 +312,8 @@ def _change_gate(
     clock: Callable[[], datetime],
     run_workers: bool,
     owner: str,
+    delivery: DeliveryWorker,
+    wake_delivery: Callable[[], None],
 ) -> tuple[GateService, CleanupContext] | None:
     """The deployment change gate, when configured: its API, its poller, its channel posts."""
     cg = settings.change_gate
@@ -321,12 +325,26 @@ def _change_gate(
         planned_end_field=cg.planned_end_field,
         time_zone=cg.time_zone,
     )
-    service = GateService(GateStore(db.engine), cg, clients)
+    # Comments on the CR and the channel's gate posts go through the durable delivery queue.
+    service = GateService(GateStore(db.engine), cg, clients, outbox=db.deliveries, on_queued=wake_delivery)
+    delivery.senders[GATE_COMMENT] = CommentSender(clients)
     if isinstance(sink, MattermostClient):
+
+        async def root_post(gate_id: str) -> str | None:
+            gate = await service.get(gate_id)
+            return gate.root_post_id if gate is not None else None
+
         posts = GatePosts(
-            sink, cg.channel, save_root_post=service.set_root_post, list_events=service.list_events
+            sink,
+            cg.channel,
+            save_root_post=service.set_root_post,
+            list_events=service.list_events,
+            outbox=db.deliveries,
+            get_root_post=root_post,
+            on_queued=wake_delivery,
         )
         service.add_listener(posts.on_change)
+        delivery.senders[GATE_POST] = posts.send
     app.add_routes(GateApi(service, clock=clock).routes())
     # One replica polls at a time; the lease outlives the gap between two of its rounds.
     interval = float(service.policy.poll_interval_seconds)
@@ -538,7 +556,7 @@ def create_app(
     )
     app.add_routes(webhook.routes() + health.routes())
 
-    gate = _change_gate(app, settings, db, the_sink, clock, run_workers, owner)
+    gate = _change_gate(app, settings, db, the_sink, clock, run_workers, owner, delivery, wake_delivery)
     gate_service = gate[0] if gate else None
 
     # Slash commands answer over HTTP, so they work without Mattermost too: then what needs the

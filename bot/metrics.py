@@ -33,6 +33,13 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self.deliveries = Counter(
+            "jira_chatops_deliveries",
+            "Side effects of the delivery queue, by kind (channel_post, direct_message, "
+            "channel_announcement, gate_comment, gate_post) and result (delivered, retried, dead)",
+            ["kind", "result"],
+            registry=self.registry,
+        )
         self.backlog = Gauge(
             "jira_chatops_backlog",
             "Webhooks not yet processed plus posts not yet delivered",

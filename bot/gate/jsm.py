@@ -218,8 +218,14 @@ class JsmClient:
             source=CrSource.CREATED,
         )
 
-    async def add_comment(self, issue: str, text: str) -> None:
-        await self._request("POST", f"/rest/api/2/issue/{quote(issue, safe='')}/comment", body={"body": text})
+    async def add_comment(self, issue: str, text: str, *, public: bool = False) -> None:
+        # The service desk's own comment resource: only it sets the visibility (`public: false`
+        # is an internal comment, seen by agents, not by the customer who raised the request).
+        await self._request(
+            "POST",
+            f"/rest/servicedeskapi/request/{quote(issue, safe='')}/comment",
+            body={"body": text, "public": public},
+        )
 
     # -- lookups -----------------------------------------------------------------------------------
 

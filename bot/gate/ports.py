@@ -31,8 +31,9 @@ class JsmClient(Protocol):
         """Raise a request of `request_type` in the service desk of project `service_desk`."""
         ...
 
-    async def add_comment(self, issue: str, text: str) -> None:
-        """Comment on the issue (key or id) as the service account."""
+    async def add_comment(self, issue: str, text: str, *, public: bool = False) -> None:
+        """Comment on the request (key or id) as the service account: internal (agents only)
+        unless `public`."""
         ...
 
 

@@ -6,16 +6,21 @@ deployment started and finished.
 Posting is a courtesy to the people watching: a Mattermost failure is logged and never changes
 the gate. Replies carry a `pending_post_id` derived from the gate and the change, so a create
 retried after a timeout is not duplicated by Mattermost.
+
+With an outbox (as the application runs it), a change queues its root edit and replies as
+GATE_POST deliveries, in order under the gate's order key, and the delivery worker carries them
+out through `GatePosts.send`: durable across restarts, retried with backoff, dead-lettered.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from bot.gate.outbox import order_key
 from bot.gate_rules.model import (
     ChangeRequest,
     CrSource,
@@ -26,6 +31,7 @@ from bot.gate_rules.model import (
     Reason,
 )
 from bot.mattermost.models import DeliveryError, OutgoingPost, encode_id, is_valid_id
+from bot.store.interfaces import GATE_POST, Delivery, NewDelivery, Outbox
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +71,8 @@ class GatePostClient(Protocol):
 SaveRootPost = Callable[[str, str], Awaitable[str | None]]
 # The deployment events a pipeline reported for a gate (GateService.list_events).
 ListEvents = Callable[[str], Awaitable[list[GateEvent]]]
+# The root post stored for a gate, if any (the gate's `root_post_id`, read afresh).
+GetRootPost = Callable[[str], Awaitable[str | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,8 +181,16 @@ class GatePosts:
         *,
         save_root_post: SaveRootPost,
         list_events: ListEvents | None = None,
+        outbox: Outbox | None = None,
+        get_root_post: GetRootPost | None = None,
+        on_queued: Callable[[], None] = lambda: None,
     ) -> None:
+        """`outbox` and `get_root_post`: queue the posts for the delivery worker, which calls
+        `send` (registered for GATE_POST), instead of posting them at once."""
         self.mattermost = mattermost
+        self.outbox = outbox
+        self.get_root_post = get_root_post
+        self._on_queued = on_queued
         self.channel = channel
         self.save_root_post = save_root_post
         self.list_events = list_events
@@ -185,6 +201,9 @@ class GatePosts:
     async def on_change(self, old: Gate | None, new: Gate) -> None:
         if not new.controlled:
             return  # ungated deployments proceed at once: nothing for people to follow
+        if self.outbox is not None:
+            await self._queue(old, new)
+            return
         try:
             root = await self._root(new)
             if root is None:
@@ -212,6 +231,79 @@ class GatePosts:
             else:
                 log.warning("change gate channel %r is neither team/channel nor a channel id", self.channel)
         return self._channel_id
+
+    async def _queue(self, old: Gate | None, new: Gate) -> None:
+        """Queue the root post (made or edited) and the replies for this change."""
+        assert self.outbox is not None
+        try:
+            channel_id = await self.channel_id()
+            if channel_id is None:
+                return
+            replies = replies_for(old, new)
+            if new.deployment is not None and (old is None or old.deployment is not new.deployment):
+                replies.append(await self._deployment_reply(new.id, new.deployment))
+            await self.outbox.enqueue(self.deliveries(new, channel_id, replies), now=new.updated_at)
+        except Exception:
+            log.exception("could not queue the posts about gate %s", new.id)
+            return
+        self._on_queued()
+
+    @staticmethod
+    def deliveries(gate: Gate, channel_id: str, replies: Sequence[Reply]) -> list[NewDelivery]:
+        """The root post in this gate's state, then the replies (pure)."""
+        key = order_key(gate.id)
+        root = NewDelivery(
+            channel_id=channel_id,
+            order_key=key,
+            kind=GATE_POST,
+            payload={"gate_id": gate.id, "op": "root", "props": root_props(gate)},
+            # One root edit per revision of the gate.
+            pending_post_id=f"{_stable_id(gate.id, 'root')}-{gate.revision}",
+        )
+        return [root] + [
+            NewDelivery(
+                channel_id=channel_id,
+                order_key=key,
+                kind=GATE_POST,
+                payload={"gate_id": gate.id, "op": "reply", "message": reply.message},
+                pending_post_id=_stable_id(gate.id, reply.key),
+            )
+            for reply in replies
+        ]
+
+    async def send(self, delivery: Delivery) -> str:
+        """Carry out a queued GATE_POST: make or edit the root post, or reply under it; the
+        post id. Raises DeliveryError (a reply before its root exists is retried)."""
+        payload = delivery.payload
+        gate_id = str(payload.get("gate_id", ""))
+        stored = await self.get_root_post(gate_id) if self.get_root_post is not None else None
+        root = stored or self._roots.get(gate_id)
+        if payload.get("op") == "root":
+            props = payload.get("props") or {}
+            if root:
+                await self.mattermost.update_post(root, message="", props=props)
+                return root
+            made = await self.mattermost.create_post(
+                OutgoingPost(
+                    channel_id=delivery.channel_id,
+                    message="",
+                    props=props,
+                    pending_post_id=_stable_id(gate_id, "root"),
+                )
+            )
+            root = await self.save_root_post(gate_id, made) or made
+            self._roots[gate_id] = root
+            return root
+        if not root:
+            raise DeliveryError(f"the root post of gate {gate_id} is not made yet", retryable=True)
+        return await self.mattermost.create_post(
+            OutgoingPost(
+                channel_id=delivery.channel_id,
+                message=str(payload.get("message", "")),
+                root_id=root,
+                pending_post_id=delivery.pending_post_id,
+            )
+        )
 
     async def _deployment_reply(self, gate_id: str, kind: DeploymentEventKind) -> Reply:
         """The reply for the latest event of `kind`, with the pipeline's detail when it gave one."""

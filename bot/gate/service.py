@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TypeVar
 
+from bot.gate.outbox import comment_delivery
 from bot.gate.ports import JsmClient, JsmClientFactory
 from bot.gate.store import DEFAULT_INSTANCE, GateStore, LinkKey, NewGate
 from bot.gate_rules.decision import decide
@@ -46,6 +47,7 @@ from bot.gate_rules.model import (
 )
 from bot.gate_rules.settings import ChangeGateSettings
 from bot.jira.errors import JiraError
+from bot.store.interfaces import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +149,15 @@ class GateService:
         *,
         claim_seconds: float = DEFAULT_CLAIM_SECONDS,
         listeners: Iterable[ChangeListener] = (),
+        outbox: Outbox | None = None,
+        on_queued: Callable[[], None] = lambda: None,
     ) -> None:
+        """`outbox`: where comments on the CR are queued for the delivery worker (durable,
+        retried after a restart too); without one they are posted at once and a failed one is
+        retried in memory by `retry_comments`. `on_queued` wakes the delivery worker."""
         self.store = store
+        self.outbox = outbox
+        self._on_queued = on_queued
         self.settings = settings
         self.policy: GatePolicy = settings.policy()
         self._clients = clients
@@ -557,6 +566,8 @@ class GateService:
         retried by `retry_comments`."""
         if not self.settings.comment_on_cr or gate.change_request is None:
             return False
+        if self.outbox is not None:
+            return await self._queue_comment(gate, kind, text, now)
         if not await self.store.add_event(
             gate.id, _COMMENT_PREFIX + kind, _COMMENT_EVENT, now=now, detail=text
         ):
@@ -574,6 +585,31 @@ class GateService:
             return False
         self._comment_retries.pop((gate.id, kind), None)
         return True
+
+    async def _queue_comment(self, gate: Gate, kind: str, text: str, now: datetime) -> bool:
+        """Queue the comment in the outbox (once per gate and kind: its id is derived from them),
+        then note it among the gate's events; True when this call queued it."""
+        assert self.outbox is not None and gate.change_request is not None
+        cr = gate.change_request
+        delivery = comment_delivery(
+            gate_id=gate.id,
+            instance=gate.target.instance,
+            cr_id=cr.id,
+            cr_key=cr.key,
+            kind=kind,
+            text=text,
+            public=self.settings.comments_public,
+        )
+        try:
+            [queued] = await self.outbox.enqueue([delivery], now=now)
+        except Exception:
+            # Commenting must never change or block the gate's decision.
+            log.exception("gate %s: comment on %s not queued", gate.id, cr.key)
+            return False
+        await self.store.add_event(gate.id, _COMMENT_PREFIX + kind, _COMMENT_EVENT, now=now, detail=text)
+        if queued is not None:
+            self._on_queued()
+        return queued is not None
 
     async def retry_comments(self, *, now: datetime) -> int:
         """Try again the comments that failed to post (the poller calls this every round);

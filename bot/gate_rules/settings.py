@@ -86,6 +86,8 @@ class ChangeGateSettings(_Section):
     # IANA zone in which date-only planned dates are read.
     date_only_timezone: str = "UTC"
     comment_on_cr: bool = True
+    # Comments on the CR are internal (seen by agents, not by the requester) unless this is on.
+    comments_public: bool = False
     pipeline_tokens: tuple[PipelineToken, ...] = ()
     projects: dict[str, GateProjectSettings] = {}
     environments: dict[str, GateEnvironmentSettings] = {}

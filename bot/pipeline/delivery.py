@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -19,11 +19,20 @@ from bot.mattermost.models import DeliveryError, OutgoingPost, PostSink
 from bot.metrics import Metrics
 from bot.backoff import retry_delay
 from bot.pipeline.loop import give_way, work_loop
-from bot.store.interfaces import Delivery, DeliveryRepository, NewThreadRoot, ThreadRepository
+from bot.store.interfaces import (
+    CHANNEL_ANNOUNCEMENT,
+    CHANNEL_POST,
+    DIRECT_MESSAGE,
+    Delivery,
+    DeliveryRepository,
+    NewThreadRoot,
+    ThreadRepository,
+)
 
 log = logging.getLogger(__name__)
 
-DIRECT_MESSAGE = "direct_message"
+# Kinds this worker posts to a channel itself; DIRECT_MESSAGE and the rest go to their senders.
+CHANNEL_KINDS = (CHANNEL_POST, CHANNEL_ANNOUNCEMENT)
 # A channel post's thread role (bot.pipeline.processor): "thread" replies to the issue's thread
 # root in the channel, "root" stays at the top level; either becomes the root when there is none.
 THREAD = "thread"
@@ -35,6 +44,11 @@ def _root_gone(error: DeliveryError) -> bool:
     """Whether Mattermost refused a reply because its root post is gone: 400
     api.post.create_post.root_id.app_error for a deleted (or unknown) root, 404 on some paths."""
     return (error.status == 400 and "root_id" in str(error)) or error.status == 404
+
+
+# Carries out one delivery of a kind (see `DeliveryWorker.senders`): returns what to record as
+# its result (a post or comment id) or raises DeliveryError, retryable or not.
+Sender = Callable[[Delivery], Awaitable[str]]
 
 
 class DirectMessages(Protocol):
@@ -68,6 +82,8 @@ class DeliveryWorker:
         self._delivered = metrics.posts.labels("delivered")
         # Set by the composition root when direct messages can be sent (slash commands set up).
         self.direct_messages: DirectMessages | None = None
+        # Senders of the other kinds, by kind, registered by the composition root.
+        self.senders: dict[str, Sender] = {}
         # Deliveries posted at the top level in a thread role, whose post is to become the root.
         self._posted_as_root: set[int] = set()
 
@@ -114,6 +130,8 @@ class DeliveryWorker:
         payload = d.payload
         if d.kind == DIRECT_MESSAGE:
             return await self._send_direct(d)
+        if d.kind not in CHANNEL_KINDS:
+            return await self._send_by_sender(d)
         issue_key = str(payload.get("issue_key", ""))
         instance_id = str(payload.get("instance_id", ""))
         thread = payload.get("thread", "")
@@ -149,6 +167,17 @@ class DeliveryWorker:
         if thread and not root_id:
             self._posted_as_root.add(d.id)
         return post_id
+
+    async def _send_by_sender(self, d: Delivery) -> str | None:
+        sender = self.senders.get(d.kind)
+        try:
+            if sender is None:
+                # Queued by a replica configured for it (the change gate, say); this one is not.
+                raise DeliveryError(f"no sender for deliveries of kind {d.kind!r} here", retryable=True)
+            return await sender(d) or NOT_SENT
+        except DeliveryError as e:
+            await self._failed(d, e)
+            return None
 
     async def _send_direct(self, d: Delivery) -> str | None:
         if self.direct_messages is None:
@@ -193,6 +222,7 @@ class DeliveryWorker:
                 log.warning("delivery %s: lease lost before it was recorded; another worker has it", d.id)
                 continue
             self._delivered.inc()
+            self._metrics.deliveries.labels(d.kind, "delivered").inc()
             self._metrics.delivery_latency.observe(
                 max(0.0, (now - (d.received_at or d.created_at)).total_seconds())
             )
@@ -207,6 +237,7 @@ class DeliveryWorker:
         if not error.retryable or attempts >= self._settings.max_attempts:
             await self._store.dead_letter(d.id, owner=self._owner, error=str(error), now=now)
             self._metrics.posts.labels("dead").inc()
+            self._metrics.deliveries.labels(d.kind, "dead").inc()
             log.error(
                 "%s: post to channel %s failed for good after %d attempt(s): %s",
                 issue_key,
@@ -225,6 +256,7 @@ class DeliveryWorker:
             d.id, owner=self._owner, error=str(error), next_attempt_at=now + timedelta(seconds=delay), now=now
         )
         self._metrics.posts.labels("retried").inc()
+        self._metrics.deliveries.labels(d.kind, "retried").inc()
         log.warning(
             "%s: post to channel %s failed (%s); retry in %.1fs", issue_key, d.channel_id, error, delay
         )

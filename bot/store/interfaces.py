@@ -68,6 +68,18 @@ class NewInboxRow:
     order_key: str | None = None
 
 
+# What a delivery does (`NewDelivery.kind`). The delivery worker (bot.pipeline.delivery) posts
+# channel posts and announcements itself and hands every other kind to the sender the composition
+# root registered for it, so each side effect is durable, retried with backoff and dead-lettered
+# the same way. `jira-chatops dead-letters` lists dead letters by kind.
+CHANNEL_POST = "channel_post"  # an issue event in a subscribed channel
+DIRECT_MESSAGE = "direct_message"  # a personal notification
+CHANNEL_ANNOUNCEMENT = "channel_announcement"  # a subscription change, told in its channel
+GATE_COMMENT = "gate_comment"  # a comment on a change request, in Jira Service Management
+GATE_POST = "gate_post"  # the change gate's root post (made, then edited) or a reply under it
+DELIVERY_KINDS = (CHANNEL_POST, DIRECT_MESSAGE, CHANNEL_ANNOUNCEMENT, GATE_COMMENT, GATE_POST)
+
+
 @dataclass(frozen=True, slots=True)
 class NewDelivery:
     """A post to make, produced when an inbox item is processed."""
@@ -223,7 +235,20 @@ class InboxRepository(Protocol):
         ...
 
 
+class Outbox(Protocol):
+    """Where side effects are queued for the delivery worker (a `DeliveryRepository` is one)."""
+
+    async def enqueue(self, deliveries: Sequence[NewDelivery], *, now: datetime) -> list[int | None]:
+        """Queue `deliveries` in one transaction; the id of each, or None for one whose
+        pending_post_id is queued already (so a repeated call queues nothing twice)."""
+        ...
+
+
 class DeliveryRepository(Protocol):
+    async def enqueue(self, deliveries: Sequence[NewDelivery], *, now: datetime) -> list[int | None]:
+        """`Outbox.enqueue`: side effects queued outside of webhook processing."""
+        ...
+
     async def claim_due(
         self, *, limit: int, owner: str, now: datetime, lease_seconds: float
     ) -> list[Delivery]:

@@ -7,7 +7,8 @@ Two flavours: "cloud" authenticates with basic auth (email + API token) and sear
 
 Served: service desks and request types (paged `start`/`limit`/`isLastPage`), create request,
 issues with status and the planned start/end custom fields (resolvable by name through
-`/rest/api/2/field`), comments, and a JQL subset: clauses joined by AND among `project = X`,
+`/rest/api/2/field`), comments (the platform's, always public, and the service desk's with
+`public` true or false), and a JQL subset: clauses joined by AND among `project = X`,
 `summary ~ "..."`, `statusCategory != Done` / `= Done`, `status = X`, ORDER BY ignored.
 
 Behaviour copied from Jira where the gate depends on it:
@@ -119,6 +120,8 @@ class FakeJsm:
         self.request_types: dict[str, list[dict[str, Any]]] = {}  # desk id -> request types
         self.issues: dict[str, FakeIssue] = {}  # id -> issue
         self.comments: dict[str, list[str]] = {}  # issue key -> comment bodies, in order
+        # issue key -> whether each comment (same order) is public; the platform API's are.
+        self.comments_public: dict[str, list[bool]] = {}
         self.requests: list[JsmRequest] = []
         self.page_size = 2  # small, so that clients must follow the pages
         self.extra_fields: list[dict[str, Any]] = []
@@ -195,6 +198,10 @@ class FakeJsm:
             if r.path.startswith(path_prefix) and (method is None or r.method == method.upper())
         ]
 
+    def creates(self) -> list[JsmRequest]:
+        """The requests to create a customer request (not those commenting on one)."""
+        return [r for r in self.requests if r.method == "POST" and r.path == "/rest/servicedeskapi/request"]
+
     # -- serving --------------------------------------------------------------------------------
 
     def app(self) -> web.Application:
@@ -206,6 +213,7 @@ class FakeJsm:
         r.add_get("/rest/api/2/field", self._fields)
         r.add_get("/rest/api/2/issue/{key}", self._get_issue)
         r.add_post("/rest/api/2/issue/{key}/comment", self._add_comment)
+        r.add_post("/rest/servicedeskapi/request/{key}/comment", self._add_request_comment)
         r.add_route("*", "/rest/api/3/search/jql", self._search_cloud)
         r.add_route("*", "/rest/api/2/search", self._search_server)
         return app
@@ -385,7 +393,25 @@ class FakeJsm:
             raise _HTTPError(400, "Comment body can not be empty!")
         comments = self.comments.setdefault(issue.key, [])
         comments.append(text)
+        self.comments_public.setdefault(issue.key, []).append(True)
         return _json({"id": str(next(self._ids)), "body": text}, status=201)
+
+    async def _add_request_comment(self, request: web.Request) -> web.Response:
+        # POST /rest/servicedeskapi/request/{issueIdOrKey}/comment, body {"body", "public"}: JSM's
+        # CommentCreateDTO; 201 with a CommentDTO. "public" defaults to true; false is internal.
+        issue = self._find(request.match_info["key"])
+        if issue is None:
+            raise _HTTPError(404, ISSUE_NOT_FOUND)
+        body = request[_BODY]
+        text = body.get("body") if isinstance(body, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            raise _HTTPError(400, "Comment body can not be empty!")
+        public = body.get("public", True)
+        if not isinstance(public, bool):
+            raise _HTTPError(400, "public must be a boolean")
+        self.comments.setdefault(issue.key, []).append(text)
+        self.comments_public.setdefault(issue.key, []).append(public)
+        return _json({"id": str(next(self._ids)), "body": text, "public": public}, status=201)
 
     async def _search_cloud(self, request: web.Request) -> web.Response:
         if self.flavour != "cloud":

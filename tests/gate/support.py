@@ -153,7 +153,7 @@ class MemoryJsm:
         await asyncio.sleep(0)  # a slow create widens the window for a concurrent duplicate
         return self.add(summary, "Planning")
 
-    async def add_comment(self, issue: str, text: str) -> None:
+    async def add_comment(self, issue: str, text: str, *, public: bool = False) -> None:
         await self._enter("add_comment")
         found = self.issues.get(issue) or self._by_key(issue)
         self.comments.append((found.key, text))

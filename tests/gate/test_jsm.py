@@ -71,7 +71,7 @@ async def test_create_then_read_with_planned_window(setup: Setup) -> None:
     assert created.key.startswith("ITSM-")
     assert created.status == "Planning"
     assert created.url == f"{setup.fake.url}/browse/{created.key}"
-    sent = setup.fake.requests_to("/rest/servicedeskapi/request", "POST")[-1].body
+    sent = setup.fake.creates()[-1].body
     assert sent == {
         "serviceDeskId": setup.desk_id,
         "requestTypeId": setup.type_id,
@@ -125,7 +125,12 @@ async def test_search_is_fuzzy_so_candidates_include_near_misses(setup: Setup) -
 async def test_comment_is_recorded(setup: Setup) -> None:
     issue = setup.fake.add_issue("ITSM", SUMMARY)
     await setup.client.add_comment(issue.id, "Deployment of 1.2.3 started")
-    assert setup.fake.comments[issue.key] == ["Deployment of 1.2.3 started"]
+    await setup.client.add_comment(issue.id, "Told the requester", public=True)
+    assert setup.fake.comments[issue.key] == ["Deployment of 1.2.3 started", "Told the requester"]
+    # Internal unless asked: through the service desk's comment resource, which alone sets it.
+    assert setup.fake.comments_public[issue.key] == [False, True]
+    [first, _] = setup.fake.requests_to("/rest/servicedeskapi/request/", "POST")
+    assert first.body == {"body": "Deployment of 1.2.3 started", "public": False}
 
 
 @pytest.mark.parametrize(
