@@ -252,6 +252,10 @@ async def test_three_replicas_keep_per_issue_order_take_over_within_seconds_and_
             nonlocal killed_at, held, takeover, outage_posts
             loop = asyncio.get_running_loop()
             await third_acked.wait()
+            # Mid-stream, at a moment the victim holds claimed work (most moments).
+            deadline = loop.time() + 30
+            while held == ([], []) and loop.time() < deadline:
+                held = await _held_by(db, victim.owner_part)
             victim.proc.send_signal(signal.SIGKILL)
             killed_at = datetime.now(UTC)
             await asyncio.to_thread(victim.proc.wait, 10)
