@@ -8,6 +8,8 @@ from datetime import datetime
 
 from bot.config import Settings, SubscriptionSettings
 from bot.mattermost.models import DeliveryError, PostSink
+from bot.routing.jql import JqlError
+from bot.routing.matcher import compile_subscription_jql
 from bot.routing.model import FieldFilter, Inclusion, Subscription, SubscriptionFilters
 from bot.routing.vocabulary import unknown_events
 from bot.store.interfaces import SubscriptionRepository
@@ -37,8 +39,16 @@ def config_subscription_problems(settings: Settings) -> list[str]:
                 problems.append(
                     f"subscriptions.{i}.instance: required unless jira.instances holds exactly one"
                 )
-        if not declared.filters.projects:
-            problems.append(f"subscriptions.{i}.filters.projects: name at least one project")
+        jql = declared.filters.jql
+        if jql is not None and jql.strip():
+            try:
+                compile_subscription_jql(jql)
+            except JqlError as e:
+                problems.append(f"subscriptions.{i}.filters.jql ({declared.name!r}): {e}")
+        elif not declared.filters.projects:
+            problems.append(
+                f"subscriptions.{i}.filters.projects: name at least one project (or give filters.jql)"
+            )
         if not declared.filters.events:
             problems.append(f"subscriptions.{i}.filters.events: name at least one event")
         # The same check, and the same did-you-mean, as the dialog and the one-line form.
