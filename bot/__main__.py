@@ -197,10 +197,13 @@ async def _dead_letters(
             print(
                 json.dumps(
                     {
-                        "kind": "post",
+                        # channel_post, direct_message, gate_comment, gate_post, ...
+                        # (the kinds of bot.store.interfaces)
+                        "kind": d.kind,
                         "id": d.id,
                         "channel_id": d.channel_id,
                         "issue_key": d.payload.get("issue_key"),
+                        "gate_id": d.payload.get("gate_id"),
                         "attempts": d.attempts,
                         "error": d.last_error,
                     }
