@@ -62,6 +62,16 @@ async def command_in(harness: Harness, mm_user: str, channel_id: str, text: str)
 # -- the one-line form ---------------------------------------------------------------------------
 
 
+async def announced(h: Harness, text: str, channel_id: str | None = None) -> None:
+    """Wait (up to 30 s) for a post containing `text`: announcements go through the delivery queue."""
+    deadline = asyncio.get_running_loop().time() + 30
+    while not any(
+        text in p["message"] and (channel_id is None or p["channel_id"] == channel_id) for p in h.mm.posts
+    ):
+        assert asyncio.get_running_loop().time() < deadline, f"no post with {text!r}"
+        await asyncio.sleep(0.05)
+
+
 async def test_one_line_add_stores_announces_and_lists(h: Harness) -> None:
     answer = await h.command("alice", ONE_LINE)
     assert answer["response_type"] == "in_channel"
@@ -204,10 +214,8 @@ async def test_dialog_add_announces_and_routes_the_next_webhook(h: Harness) -> N
     status, body = await h.submit("alice", dialog_fields(fields="priority include_any High,Highest,Medium"))
     assert (status, body) == (200, {})
     dev = h.channels["dev"]
-    assert any(
-        p["message"] == "@alice added the subscription **Bugs in WEB** to this channel."
-        for p in h.mm.posts_in(dev)
-    )
+    # Announced through the delivery queue, by the worker.
+    await announced(h, "@alice added the subscription **Bugs in WEB** to this channel.", dev)
     assert (await stored(h))["Bugs in WEB"].filters.projects == {"WEB"}
 
     # Routing picked the new subscription up: a webhook on the firehose reaches the channel.
@@ -280,6 +288,7 @@ async def test_the_add_form_sent_again_adds_one_subscription(h: Harness) -> None
     assert sorted(answers, key=lambda a: len(a[1])) == [(200, {})] + [(200, ALREADY_SUBMITTED)] * 2
     assert await h.submit("alice", dialog_fields(name="Other name")) == (200, ALREADY_SUBMITTED)
     assert list(await stored(h)) == ["Bugs in WEB"]
+    await announced(h, "added the subscription")
     added = [p for p in h.mm.posts if "added the subscription" in p["message"]]
     assert len(added) == 1
 
@@ -292,6 +301,7 @@ async def test_the_edit_form_sent_again_changes_nothing(h: Harness) -> None:
     replay = dialog_fields(name="Renamed", events="event_created_comment")
     assert await h.submit("alice", replay) == (200, ALREADY_SUBMITTED)
     assert (await stored(h))["Bugs in WEB"].filters.events == {"event_created"}
+    await announced(h, "changed the subscription")
     assert len([p for p in h.mm.posts if "changed the subscription" in p["message"]]) == 1
 
 

@@ -40,7 +40,7 @@ from bot.commands.table import COMMANDS, dialog
 from bot.instances import Instance
 from bot.jira.client import JiraSession
 from bot.jira.events import EVENT_CREATED
-from bot.mattermost.models import DeliveryError, OutgoingPost
+from bot.mattermost.models import DeliveryError
 from bot.mattermost.payloads import (
     DIALOG_TEXT_MAX,
     CommandResponse,
@@ -49,7 +49,7 @@ from bot.mattermost.payloads import (
     DialogResponse,
 )
 from bot.routing.model import Subscription, SubscriptionFilters
-from bot.store.interfaces import SubscriptionRecord, SubscriptionSource
+from bot.store.interfaces import CHANNEL_ANNOUNCEMENT, NewDelivery, SubscriptionRecord, SubscriptionSource
 
 log = logging.getLogger(__name__)
 
@@ -571,8 +571,16 @@ async def subscription_submitted(ctx: DialogContext) -> DialogResponse | None:
 
 
 async def _announce(caller: Caller, channel_id: str, message: str) -> None:
-    """Tell the channel; the change is saved already, so a failed post only loses the notice."""
+    """Tell the channel, through the durable delivery queue (kind CHANNEL_ANNOUNCEMENT: retried
+    with backoff, after a restart too, and dead-lettered); the change is saved already, so a
+    failure to queue only loses the notice."""
+    announcement = NewDelivery(
+        channel_id=channel_id,
+        order_key=f"announcements:{channel_id}",  # a channel's notices keep their order
+        kind=CHANNEL_ANNOUNCEMENT,
+        payload={"message": message},
+    )
     try:
-        await caller.deps.mattermost.create_post(OutgoingPost(channel_id=channel_id, message=message))
-    except DeliveryError as e:
-        log.warning("could not announce a subscription change in channel %s: %s", channel_id, e)
+        await caller.deps.db.deliveries.enqueue([announcement], now=caller.deps.clock())
+    except Exception:
+        log.exception("could not queue the announcement of a subscription change in %s", channel_id)
