@@ -8,6 +8,8 @@ The one-line form is a name followed by `key=value` options:
 
 Lists are comma-separated; a value with spaces is quoted. `fields` holds field filters
 (`key inclusion values`, values comma-separated) separated by `;` (or newlines in the dialog).
+`jql` holds a JQL filter (`jql='labels = customer AND status = "In Progress"'`), compiled here so
+that a broken one is refused with its column; `jql=""` removes it.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from bot.jira.events import EVENT_CREATED, EVENT_UPDATED_STATUS
+from bot.routing.jql import JqlError
+from bot.routing.matcher import compile_subscription_jql
 from bot.routing.model import FieldFilter, Inclusion, Subscription, SubscriptionFilters
 from bot.routing.vocabulary import CUSTOM_FIELD_EVENT_HINT as CUSTOM_FIELD_EVENT_HINT
 from bot.routing.vocabulary import EVENT_CHOICES as EVENT_CHOICES
 from bot.routing.vocabulary import unknown_events
 
 # Option keys of the one-line form, with the spellings people type for them.
-OPTION_KEYS: tuple[str, ...] = ("name", "projects", "events", "issue_types", "fields")
+OPTION_KEYS: tuple[str, ...] = ("name", "projects", "events", "issue_types", "fields", "jql")
 _KEY_ALIASES = {
     "name": "name",
     "projects": "projects",
@@ -36,6 +40,7 @@ _KEY_ALIASES = {
     "types": "issue_types",
     "fields": "fields",
     "field": "fields",
+    "jql": "jql",
 }
 _OPTION_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _FIELD_KEY = re.compile(r"[A-Za-z0-9_.\-]+")
@@ -70,11 +75,13 @@ class SubscriptionDraft:
     issue_types: tuple[str, ...] | None = None
     events: tuple[str, ...] | None = None
     fields: tuple[FieldFilter, ...] | None = None
+    jql: str | None = None  # "" removes the JQL filter
 
     @property
     def has_options(self) -> bool:
         return any(
-            v is not None for v in (self.rename, self.projects, self.issue_types, self.events, self.fields)
+            v is not None
+            for v in (self.rename, self.projects, self.issue_types, self.events, self.fields, self.jql)
         )
 
     def apply(self, filters: SubscriptionFilters | None = None) -> SubscriptionFilters:
@@ -85,7 +92,7 @@ class SubscriptionDraft:
             projects=self.projects if self.projects is not None else base.projects,
             issue_types=self.issue_types if self.issue_types is not None else base.issue_types,
             fields=self.fields if self.fields is not None else base.fields,
-            jql=base.jql,
+            jql=(self.jql or None) if self.jql is not None else base.jql,
         )
 
 
@@ -166,10 +173,22 @@ def parse_field_filters(text: str, field: str = "fields") -> tuple[FieldFilter, 
     return tuple(parse_field_filter(line, field) for line in re.split(r"[;\n]", text) if line.strip())
 
 
+def parse_jql(text: str, field: str = "jql") -> str:
+    """JQL the bot can evaluate, as typed ("" when empty); refused with the column of the problem."""
+    jql = text.strip()
+    try:
+        compile_subscription_jql(jql)
+    except JqlError as e:
+        raise SubscriptionTextError(field, f"{e}.") from None
+    return jql
+
+
 def check_complete(filters: SubscriptionFilters) -> None:
-    """A subscription needs projects and events to ever match anything."""
-    if not filters.projects:
-        raise SubscriptionTextError("projects", "name at least one project key, such as `projects=WEB`.")
+    """A subscription needs projects (or JQL) and events to ever match anything."""
+    if not filters.projects and not filters.jql:
+        raise SubscriptionTextError(
+            "projects", "name at least one project key, such as `projects=WEB` (or give `jql=…`)."
+        )
     if not filters.events:
         raise SubscriptionTextError(
             "events", f"name at least one event, such as `events={EVENT_CREATED},{EVENT_UPDATED_STATUS}`."
@@ -233,6 +252,7 @@ def parse_command(words: Sequence[str]) -> SubscriptionDraft:
     renamed = values.get("name")
     projects, events = joined("projects", ","), joined("events", ",")
     issue_types, fields = joined("issue_types", ","), joined("fields", ";")
+    jql = values["jql"][-1] if "jql" in values else None
     return SubscriptionDraft(
         name=" ".join(" ".join(name_words).split()),
         rename=parse_name(renamed[-1]) if renamed else None,
@@ -240,6 +260,7 @@ def parse_command(words: Sequence[str]) -> SubscriptionDraft:
         issue_types=parse_issue_types(issue_types) if issue_types is not None else None,
         events=parse_events(events) if events is not None else None,
         fields=parse_field_filters(fields) if fields is not None else None,
+        jql=parse_jql(jql) if jql is not None else None,
     )
 
 
@@ -276,4 +297,6 @@ def format_command(sub: Subscription) -> str:
         parts.append("issue_types=" + _quote(",".join(sorted(f.issue_types))))
     if f.fields:
         parts.append("fields=" + _quote(format_field_filters(f.fields)))
+    if f.jql:
+        parts.append("jql=" + _quote(f.jql))
     return " ".join(parts)

@@ -208,7 +208,14 @@ async def test_dialog_add_announces_and_routes_the_next_webhook(h: Harness) -> N
     assert answer.get("text", "") == ""
     opened = h.mm.dialogs[-1]["dialog"]
     assert opened["title"] == "Add subscription"
-    assert [e["name"] for e in opened["elements"]] == ["name", "projects", "issue_types", "events", "fields"]
+    assert [e["name"] for e in opened["elements"]] == [
+        "name",
+        "projects",
+        "issue_types",
+        "events",
+        "fields",
+        "jql",
+    ]
     assert "event_updated_customfield_NNNNN" in opened["introduction_text"]
 
     status, body = await h.submit("alice", dialog_fields(fields="priority include_any High,Highest,Medium"))
@@ -264,6 +271,7 @@ async def test_dialog_edit_is_prefilled_and_saves(h: Harness) -> None:
         "issue_types": "Bug",
         "events": "event_created, event_updated_status",
         "fields": "priority include_any High,Highest",
+        "jql": "",
     }
     status, body = await h.submit("alice", {**defaults, "events": "event_created_comment", "fields": ""})
     assert (status, body) == (200, {})
@@ -443,3 +451,47 @@ async def test_subscription_of_an_uninstalled_instance_is_cleaned_up_by_an_admin
     assert "system admins" in (await h.command("alice", "subscribe remove Old Jira"))["text"]
     removed = await h.command("admin", "subscribe remove Old Jira")
     assert removed["response_type"] == "in_channel" and await stored(h) == {}
+
+
+# -- JQL -----------------------------------------------------------------------------------------
+
+
+async def test_one_line_jql_is_stored_listed_and_replaces_projects(h: Harness) -> None:
+    answer = await h.command(
+        "alice",
+        "subscribe add Customer events=event_created "
+        "jql='project in (WEB, API) AND labels = customer AND status = \"In Progress\"'",
+    )
+    assert answer["text"] == "@alice added the subscription **Customer** to this channel."
+    sub = (await stored(h))["Customer"]
+    assert sub.filters.projects == frozenset()
+    assert sub.filters.jql == 'project in (WEB, API) AND labels = customer AND status = "In Progress"'
+    listed = (await h.command("alice", "subscribe list"))["text"]
+    assert "JQL `project in (WEB, API) AND labels = customer" in listed
+    shown = (await h.command("alice", "subscribe show Customer"))["text"]
+    assert "jql='project in (WEB, API) AND labels = customer AND status = \"In Progress\"'" in shown
+
+    await h.command("alice", 'subscribe edit Customer jql="labels = vip"')
+    assert (await stored(h))["Customer"].filters.jql == "labels = vip"
+
+
+async def test_one_line_jql_errors_give_the_column(h: Harness) -> None:
+    broken = await h.command(
+        "alice", 'subscribe add X events=event_created jql="project = WEB AND priority ="'
+    )
+    assert '`jql`: column 29: expected a value after "="' in broken["text"]
+    remote = (await h.command("alice", 'subscribe add X events=event_created jql="watcher = ada"'))["text"]
+    assert "`watcher = ada` cannot be answered by the bot" in remote
+    me = await h.command("alice", 'subscribe add X events=event_created jql="assignee = currentUser()"')
+    assert "currentUser()" in me["text"] and "channel subscription" in me["text"]
+    assert await stored(h) == {}
+
+
+async def test_dialog_jql_error_is_shown_under_the_field(h: Harness) -> None:
+    await h.command("alice", "subscribe add")
+    status, body = await h.submit("alice", dialog_fields(projects="", jql="labels in (a, "))
+    assert status == 200
+    assert body["errors"] == {"jql": 'column 14: expected a value after "IN".'}
+    status, body = await h.submit("alice", dialog_fields(projects="", jql="labels = customer"))
+    assert (status, body) == (200, {})
+    assert (await stored(h))["Bugs in WEB"].filters.jql == "labels = customer"

@@ -33,6 +33,7 @@ from bot.commands.subscription_text import (
     parse_events,
     parse_field_filters,
     parse_issue_types,
+    parse_jql,
     parse_name,
     parse_projects,
 )
@@ -213,6 +214,8 @@ def _summary(sub: Subscription, caller: Caller, source: str) -> str:
         parts.append(f"issue types {', '.join(sorted(f.issue_types))}")
     if f.fields:
         parts.append(f"{len(f.fields)} field filter{'s' if len(f.fields) > 1 else ''}")
+    if f.jql:
+        parts.append(f"JQL `{f.jql}`")
     if len(caller.deps.instances.all()) > 1:
         inst = caller.deps.instances.find(sub.instance_id)
         parts.append(f"on {inst.alias or inst.url if inst else sub.instance_id}")
@@ -234,6 +237,8 @@ async def _details(sub: Subscription, caller: Caller) -> str:
     if f.fields:
         lines.append("* Field filters:")
         lines += [f"  * `{line}`" for line in format_field_filters(f.fields, "\n").splitlines()]
+    if f.jql:
+        lines.append(f"* JQL: `{f.jql}`")
     if sub.created_by and sub.created_by != "config":
         lines.append(f"* Added by {await _user_label(caller, sub.created_by)}")
     lines += ["", "As one line:", "```", f"/jira subscribe edit {format_command(sub)}", "```"]
@@ -322,7 +327,8 @@ async def subscribe_show(ctx: CommandContext) -> CommandResponse:
 @COMMANDS.command(
     "subscribe add",
     help=f"Subscribe this channel to Jira events: opens a dialog, or in one line: {TEXT_FORM}",
-    usage='[NAME projects=KEYS events=EVENTS [issue_types=TYPES] [fields="KEY INCLUSION VALUES; …"]]',
+    usage='[NAME projects=KEYS events=EVENTS [issue_types=TYPES] [fields="KEY INCLUSION VALUES; …"] '
+    "[jql='JQL']]",
     instance_option=True,
 )
 async def subscribe_add(ctx: CommandContext) -> CommandResponse:
@@ -368,7 +374,7 @@ async def subscribe_add(ctx: CommandContext) -> CommandResponse:
 @COMMANDS.command(
     "subscribe edit",
     help="Change a subscription: opens the dialog, or give the options to change in one line",
-    usage="NAME [name=NEW] [projects=…] [events=…] [issue_types=…] [fields=…]",
+    usage="NAME [name=NEW] [projects=…] [events=…] [issue_types=…] [fields=…] [jql=…]",
 )
 async def subscribe_edit(ctx: CommandContext) -> CommandResponse:
     try:
@@ -469,7 +475,8 @@ def subscription_dialog(caller: Caller, inst: Instance, sub: Subscription | None
                 "Projects",
                 ", ".join(sorted(f.projects)),
                 placeholder="WEB, API",
-                help_text="Jira project keys, comma-separated.",
+                help_text="Jira project keys, comma-separated (optional with JQL).",
+                optional=True,
             ),
             _text_element(
                 "issue_types",
@@ -493,6 +500,16 @@ def subscription_dialog(caller: Caller, inst: Instance, sub: Subscription | None
                 default=format_field_filters(f.fields, "\n"),
                 placeholder="priority include_any High,Highest",
                 help_text="Optional. One per line: field inclusion values.",
+                optional=True,
+            ),
+            DialogElement(
+                display_name="JQL",
+                name="jql",
+                type="textarea",
+                default=f.jql or "",
+                placeholder="labels = customer AND priority in (High, Highest)",
+                help_text="Optional. Evaluated by the bot on each event, ANDed with the filters "
+                "above; with it, Projects may be left empty.",
                 optional=True,
             ),
         ],
@@ -521,6 +538,7 @@ def _parse_dialog(submission: Mapping[str, Any]) -> tuple[str, SubscriptionFilte
         issue_types=read("issue_types", parse_issue_types, ()),
         events=read("events", parse_events, ()),
         fields=read("fields", parse_field_filters, ()),
+        jql=read("jql", parse_jql, None),
     )
     if not errors:
         try:
