@@ -4,9 +4,13 @@
   made while the bot was not listening are fetched by time (GET /channels/{id}/posts?since=) for
   each channel the bot is a member of whose last post is newer. The time of the last post seen is
   kept in the store, so a restart catches up too (at most `max_catch_up` back).
-- Each post is handled at most once: a short-lived memory drops the repeats of one process (an
-  event and the same post in a catch-up), and a store entry claimed with `kv.add` makes one
-  replica of several the one that acts.
+- Each post is handled once: a short-lived memory drops the repeats of one process (an event
+  and the same post in a catch-up), and a store entry claimed with `kv.add` makes one replica of
+  several the one that acts. The claim is a lease (`claim_lease_seconds`) until the handler is
+  done, then a "done" mark kept as long as a catch-up may bring the post back. A replica that
+  found the post claimed but not done looks again when the lease runs out: if the claiming
+  replica died meanwhile, it takes the post over. (A handler slower than the lease may see its
+  post handled twice; the lease is far above a handler's Jira and Mattermost timeouts.)
 - Handlers run in a bounded pool of workers fed by a bounded queue; a failing handler is logged
   and the listener goes on.
 
@@ -44,6 +48,8 @@ log = logging.getLogger(__name__)
 
 LAST_SEEN_KEY = "chat:last-post-at"
 CLAIM_PREFIX = "chat:post:"
+# The value of a claim once its post was handled (while handled, the value names the replica).
+DONE = "done"
 
 
 def _ms(moment: datetime) -> int:
@@ -91,6 +97,7 @@ class ChatListener:
         persist_interval_seconds: float = 5.0,
         stop_grace_seconds: float = 5.0,
         websocket_options: dict[str, Any] | None = None,
+        claim_lease_seconds: float = 120.0,
     ) -> None:
         """`websocket_options`: keyword arguments for MattermostWebsocket (backoff, heartbeat…)."""
         self._mm = mattermost
@@ -105,6 +112,11 @@ class ChatListener:
         self._max_catch_up_ms = int(max_catch_up.total_seconds() * 1000)
         # A claim outlives the longest catch-up, so a post caught up again is still known.
         self._claim_ttl = max_catch_up + catch_up_margin + timedelta(hours=1)
+        self._claim_lease = timedelta(seconds=claim_lease_seconds)
+        self._owner = f"listener-{id(self):x}"
+        self._rechecks: set[asyncio.TimerHandle] = set()
+        # Posts claimed by another replica, waiting to be looked at again (id -> create_at).
+        self._parked: dict[str, int] = {}
         self._persist_interval = persist_interval_seconds
         self._stop_grace = stop_grace_seconds
         self._recent = _RecentIds(ttl=self._claim_ttl.total_seconds(), limit=20_000)
@@ -151,6 +163,9 @@ class ChatListener:
 
     async def stop(self) -> None:
         await self._ws.stop()
+        for handle in self._rechecks:
+            handle.cancel()
+        self._rechecks.clear()
         if self._catch_up_task is not None:
             self._catch_up_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -282,6 +297,14 @@ class ChatListener:
         if not await self._claim(post):
             return
         self.handled += 1
+        try:
+            await self._handle(post)
+        finally:
+            # Done, even when the handler failed (it is not retried): no replica takes it over.
+            now = self._clock()
+            await self._kv.put(CLAIM_PREFIX + post.id, DONE, expires_at=now + self._claim_ttl)
+
+    async def _handle(self, post: ChatPost) -> None:
         if post.channel_type == DIRECT:
             if post.root_id and self._replies is not None and await self._replies.handle(post):
                 return
@@ -311,8 +334,33 @@ class ChatListener:
         )
 
     async def _claim(self, post: ChatPost) -> bool:
+        """Take the post for this replica; when another one holds it unfinished, look again
+        once its lease has run out (it may have died)."""
         now = self._clock()
-        return await self._kv.add(CLAIM_PREFIX + post.id, True, expires_at=now + self._claim_ttl, now=now)
+        key = CLAIM_PREFIX + post.id
+        if await self._kv.add(key, self._owner, expires_at=now + self._claim_lease, now=now):
+            return True
+        if await self._kv.get(key, now=now) != DONE:
+            self._recheck_later(post)
+        return False
+
+    def _recheck_later(self, post: ChatPost) -> None:
+        """Queue the post again once the claim's lease has run out; the watermark stays
+        behind it meanwhile."""
+        self._parked[post.id] = post.create_at
+
+        def requeue() -> None:
+            self._rechecks.discard(handle)
+            self._parked.pop(post.id, None)
+            try:
+                self._queue.put_nowait(post)
+                self._pending[post.id] = post.create_at
+            except asyncio.QueueFull:  # caught up after a restart instead
+                pass
+
+        delay = self._claim_lease.total_seconds() + 0.5
+        handle = asyncio.get_running_loop().call_later(delay, requeue)
+        self._rechecks.add(handle)
 
     # -- the watermark ----------------------------------------------------------------------------
 
@@ -322,6 +370,8 @@ class ChatListener:
             marks.append(self._resume_from)
         if self._pending:
             marks.append(min(self._pending.values()) - 1)
+        if self._parked:
+            marks.append(min(self._parked.values()) - 1)
         return min(marks)
 
     async def _persist(self) -> None:
