@@ -388,7 +388,7 @@ async def test_one_process_with_concurrent_workers_keeps_per_issue_order_on_sqli
         DATABASE_URL=f"sqlite:///{tmp_path / 'order.db'}",
         JIRA_CHATOPS__DELIVERY__WORKERS="8",
     )
-    fake_mm.fail_next(15, path="/api/v4/posts")
+    fake_mm.fail_next(4, path="/api/v4/posts")
 
     async def stream(issue: int) -> None:
         for n in range(changes):
