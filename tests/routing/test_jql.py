@@ -46,6 +46,7 @@ def matches(jql: str, ev=EVENT, now=NOW, **kwargs) -> bool:  # type: ignore[no-u
         ("affectedVersion = 2.0", False),
         ("affectedVersion is EMPTY", True),
         ("affectedVersion != 2.0", False),  # != never matches an empty field
+        ("NOT affectedVersion = 2.0", True),  # NOT negates the clause, empty field included
         ("resolution = Unresolved", True),
         ("resolution is EMPTY", True),
         ("resolution is not empty", False),
@@ -215,6 +216,7 @@ def test_length_and_depth_limits() -> None:
         ("assignee in membersOf(developers)", "assignee in membersOf(developers)"),
         ("issue in issueHistory()", "issue in issueHistory()"),
         ("watcher = ada", "watcher = ada"),
+        ("sprint = 5", "sprint = 5"),
         ("sprint in openSprints()", "sprint in openSprints()"),
         ('project = WEB AND "Flux Capacitor" = on', '"Flux Capacitor" = on'),
     ],
