@@ -27,6 +27,7 @@ from bot.accounts.crypto import TokenCipher, load_or_create_key
 from bot.accounts.models import JiraIdentity, TokenRejected
 from bot.accounts.service import AccountService
 from bot.accounts.store import ConnectionStore
+from bot.breakers import MATTERMOST, Breakers
 from bot.chat.listener import build_chat_listener
 from bot.commands.context import Deps
 from bot.commands.post_buttons import issue_post_actions, with_issue_actions
@@ -510,6 +511,11 @@ def create_app(
         owner=owner,
         busy=intake.busy,
     )
+    # One circuit breaker per outbound target for the whole process, seen by the other replicas
+    # through the key-value store (bot/breakers.py); its metric series exist from the start.
+    breakers = Breakers(clock=clock, metrics=metrics, shared=db.kv)
+    if isinstance(the_sink, MattermostClient):
+        the_sink.breaker = delivery.breaker = breakers.get(MATTERMOST)
     services = Services(
         settings=settings,
         db=db,

@@ -55,6 +55,19 @@ class Metrics:
         self.commands = Counter(
             "jira_chatops_commands", "Slash commands run, by command", ["command"], registry=self.registry
         )
+        # Circuit breakers of the outbound targets (bot.breakers): "mattermost", "jira:<site URL>".
+        self.breaker_state = Gauge(
+            "jira_chatops_breaker_state",
+            "Circuit breaker of an outbound target: 0 closed, 1 half-open (probing), 2 open",
+            ["target"],
+            registry=self.registry,
+        )
+        self.breaker_transitions = Counter(
+            "jira_chatops_breaker_transitions",
+            "Circuit breaker changes of state, by target and new state (closed, half_open, open)",
+            ["target", "state"],
+            registry=self.registry,
+        )
 
         # Every series README lists exists from the start, at 0, so that rates and alerts work
         # before the first such event (the intake creates its own outcomes' series).

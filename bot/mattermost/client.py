@@ -17,12 +17,14 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 from mattermostautodriver import AsyncTypedDriver
+from mattermostautodriver.client import BaseClient
 from mattermostautodriver.exceptions import (
     InvalidMattermostError,
     MattermostError,
     TooManyRequests,
 )
 
+from bot.breakers import Breaker
 from bot.mattermost.models import DeliveryError, OutgoingPost
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,9 @@ class MattermostClient:
         self._bot_user_id = ""
         self._bot_username = ""
         self._login_error: str | None = None
+        # The process's circuit breaker for Mattermost (bot.breakers), set by the composition
+        # root: while it is open, calls fail at once instead of adding to the outage.
+        self.breaker: Breaker | None = None
 
     def __repr__(self) -> str:  # the token stays out of reprs, which end up in logs and tracebacks
         return f"MattermostClient(url={self.base_url!r})"
@@ -483,6 +488,35 @@ class MattermostClient:
     async def _call(
         self, method: str, path: str, body: dict[str, Any] | list[Any] | None, *, what: str
     ) -> Any:
+        """One API call through the circuit breaker: refused at once while it is open; its
+        outcome (an outage or an answer) reported to it."""
+        breaker = self.breaker
+        if breaker is None:
+            return await self._request(method, path, body, what=what)
+        if not breaker.acquire():
+            raise DeliveryError(
+                f"Mattermost is unavailable, not asked ({what}); circuit open",
+                retryable=True,
+                retry_after=breaker.delay(),
+                status=503,
+            )
+        try:
+            result = await self._request(method, path, body, what=what)
+        except DeliveryError as exc:
+            if is_outage(exc):
+                breaker.failure(retry_after=exc.retry_after)
+            else:
+                breaker.success()
+            raise
+        except BaseException:
+            breaker.release()
+            raise
+        breaker.success()
+        return result
+
+    async def _request(
+        self, method: str, path: str, body: dict[str, Any] | list[Any] | None, *, what: str
+    ) -> Any:
         client = self._require_driver().client
         endpoint = f"{self._base_path}{_API}{path}"
         try:
@@ -500,10 +534,14 @@ class MattermostClient:
                 status=429,
             ) from None
         except MattermostError as exc:
-            raise self._status_error(exc.status_code, str(exc), exc.error_id, what) from None
+            error = self._status_error(exc.status_code, str(exc), exc.error_id, what)
+            error.retry_after = _retry_after(exc)
+            raise error from None
         except InvalidMattermostError as exc:
             # An error page that is not Mattermost's JSON: typically a proxy in front of it.
-            raise self._status_error(exc.status_code, _shorten(str(exc)), None, what) from None
+            error = self._status_error(exc.status_code, _shorten(str(exc)), None, what)
+            error.retry_after = _retry_after(exc)
+            raise error from None
         except httpx.UnsupportedProtocol as exc:
             raise DeliveryError(f"bad Mattermost URL {self.base_url}: {exc}", retryable=False) from None
         except httpx.TimeoutException:
@@ -539,6 +577,28 @@ class MattermostClient:
         # 501 is Mattermost's "feature disabled": waiting does not enable it.
         retryable = (status >= 500 and status != 501) or status in _RETRYABLE_4XX
         return DeliveryError(detail, retryable=retryable, status=status)
+
+
+def is_outage(error: DeliveryError) -> bool:
+    """Whether a failure says Mattermost as a whole is unavailable (5xx but 501, 429, a timeout,
+    no connection), as opposed to a refusal of this one request (4xx)."""
+    if not error.retryable:
+        return False
+    return error.status == 0 or error.status == 429 or (error.status >= 500 and error.status != 501)
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """The Retry-After of the response behind a driver error (a 503 from a proxy may carry one;
+    the driver keeps it only for 429), found through the exception's causes."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, httpx.HTTPStatusError):
+            wait = BaseClient._parse_retry_after(seen.response)
+            return float(wait) if wait is not None else None
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _split_base_url(url: str) -> tuple[str, str, int, str]:

@@ -14,10 +14,12 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from bot.backoff import retry_delay
+from bot.breaker import BreakerState
+from bot.breakers import Breaker
 from bot.config import ChannelPostSettings, DeliverySettings
 from bot.mattermost.models import DeliveryError, OutgoingPost, PostSink
 from bot.metrics import Metrics
-from bot.backoff import retry_delay
 from bot.pipeline.loop import give_way, work_loop
 from bot.store.interfaces import (
     CHANNEL_ANNOUNCEMENT,
@@ -82,6 +84,9 @@ class DeliveryWorker:
         self._delivered = metrics.posts.labels("delivered")
         # Set by the composition root when direct messages can be sent (slash commands set up).
         self.direct_messages: DirectMessages | None = None
+        # The process's circuit breaker for Mattermost (bot.breakers), set by the composition
+        # root: consulted before claiming, so a Mattermost outage is waited out, not retried.
+        self.breaker: Breaker | None = None
         # Senders of the other kinds, by kind, registered by the composition root.
         self.senders: dict[str, Sender] = {}
         # Deliveries posted at the top level in a thread role, whose post is to become the root.
@@ -94,8 +99,16 @@ class DeliveryWorker:
         one more) instead of one or two per post.
         """
         await give_way(self._busy)
+        limit = self._settings.workers * 4
+        if self.breaker is not None:
+            if await self.breaker.ready() > 0:
+                # Mattermost is down (here or, through the store, at another replica): claim
+                # nothing until the breaker lets a probe go, so the outage burns no attempts.
+                return 0
+            if self.breaker.probing:
+                limit = 1  # half-open: one post finds out whether Mattermost is back
         batch = await self._store.claim_due(
-            limit=self._settings.workers * 4,
+            limit=limit,
             owner=self._owner,
             now=self._clock(),
             lease_seconds=self._settings.lease_seconds,
@@ -234,6 +247,21 @@ class DeliveryWorker:
         now = self._clock()
         attempts = d.attempts + 1
         issue_key = d.payload.get("issue_key", "")
+        if error.retryable and self.breaker is not None and self.breaker.state is not BreakerState.CLOSED:
+            # An outage, not this post's fault: never a dead letter, due again when the breaker
+            # lets the next probe go (Retry-After as a floor). Its successors wait behind it.
+            wait = max(self.breaker.delay(), error.retry_after or 0.0)
+            await self._store.reschedule(
+                d.id,
+                owner=self._owner,
+                error=str(error),
+                next_attempt_at=now + timedelta(seconds=wait),
+                now=now,
+            )
+            self._metrics.posts.labels("retried").inc()
+            self._metrics.deliveries.labels(d.kind, "retried").inc()
+            log.warning("%s: post to channel %s waits for Mattermost (%s)", issue_key, d.channel_id, error)
+            return
         if not error.retryable or attempts >= self._settings.max_attempts:
             await self._store.dead_letter(d.id, owner=self._owner, error=str(error), now=now)
             self._metrics.posts.labels("dead").inc()
@@ -265,6 +293,8 @@ class DeliveryWorker:
         """Until the next retry falls due, but at most the poll interval (other replicas may
         queue work without waking this one)."""
         poll = self._settings.poll_interval_seconds
+        if self.breaker is not None and (closed_for := self.breaker.delay()) > 0:
+            return min(poll, closed_for)
         try:
             due = await self._store.next_due_at()
         except Exception:
