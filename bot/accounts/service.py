@@ -137,6 +137,11 @@ class AccountService(ConnectFlows):
                     return self._credentials(inst, secret)
                 raise AccountError("Your Jira Cloud sign-in is being renewed; try again in a moment.")
             try:
+                # Read again under the lease: a replica that held it before may have just stored a
+                # new token (refreshing with the old, rotated-out refresh token would be refused).
+                fresh = await self._store.get(mm_user_id, inst.url)
+                if fresh is None or fresh.revision != conn.revision:
+                    return self._credentials(inst, fresh.secret) if fresh else None
                 return await self._refresh_under_lease(inst, conn, secret, now)
             finally:
                 await self._kv.delete(lease)
