@@ -495,3 +495,23 @@ async def test_dialog_jql_error_is_shown_under_the_field(h: Harness) -> None:
     status, body = await h.submit("alice", dialog_fields(projects="", jql="labels = customer"))
     assert (status, body) == (200, {})
     assert (await stored(h))["Bugs in WEB"].filters.jql == "labels = customer"
+
+
+async def test_subscribe_test_explains_clause_by_clause(h: Harness) -> None:
+    await h.command(
+        "alice",
+        "subscribe add Mine events=event_created,event_updated_status jql='project = WEB AND labels = nope'",
+    )
+    key = h.cloud.add_issue("WEB", "Disk full", labels=["ops"])
+    text = (await h.command("alice", f"subscribe test Mine {key.lower()}"))["text"]
+    assert f"**{key}** would not reach **Mine**" in text
+    assert "* ✔ `project = WEB` (issue: WEB)" in text
+    assert "* ✖ `labels = nope`" in text
+    assert "Events that would post: none." in text
+
+    await h.command("alice", "subscribe edit Mine jql='project = WEB'")
+    text = (await h.command("alice", f"subscribe test Mine {key}"))["text"]
+    assert f"**{key}** would reach **Mine**" in text
+    assert "Events that would post: event_created, event_updated_status." in text
+    usage = (await h.command("alice", "subscribe test Mine"))["text"]
+    assert "/jira subscribe test NAME WEB-42" in usage

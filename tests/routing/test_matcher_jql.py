@@ -31,7 +31,9 @@ def names(subs: list[Subscription], ev: Any = WEB_STATUS, instance: str = INSTAN
     found = [s.name for s in index.match(ev, instance)]
     # The index and the plain function agree.
     if len({s.channel_id for s in subs}) == len(subs):
-        assert found == sorted(s.name for s in subs if subscription_matches(s, ev))
+        assert found == sorted(
+            s.name for s in subs if s.instance_id == instance and subscription_matches(s, ev)
+        )
     return found
 
 

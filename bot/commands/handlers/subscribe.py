@@ -40,7 +40,8 @@ from bot.commands.subscription_text import (
 from bot.commands.table import COMMANDS, dialog
 from bot.instances import Instance
 from bot.jira.client import JiraSession
-from bot.jira.events import EVENT_CREATED
+from bot.jira.events import EVENT_CREATED, IssueEvent, IssueSnapshot, with_issue
+from bot.jira.models import Issue
 from bot.mattermost.models import DeliveryError
 from bot.mattermost.payloads import (
     DIALOG_TEXT_MAX,
@@ -49,6 +50,7 @@ from bot.mattermost.payloads import (
     DialogElement,
     DialogResponse,
 )
+from bot.routing.explain import explain
 from bot.routing.model import Subscription, SubscriptionFilters
 from bot.store.interfaces import CHANNEL_ANNOUNCEMENT, NewDelivery, SubscriptionRecord, SubscriptionSource
 
@@ -322,6 +324,30 @@ async def _channel_label(caller: Caller, channel_id: str) -> str:
 async def subscribe_show(ctx: CommandContext) -> CommandResponse:
     found = await _named(ctx, ctx.channel_id, " ".join(ctx.args), editable=False)
     return CommandResponse.ephemeral(await _details(found.subscription, ctx))
+
+
+@COMMANDS.command(
+    "subscribe test",
+    help="Whether an issue would reach one of this channel's subscriptions, filter by filter",
+    usage="NAME ISSUE-KEY",
+)
+async def subscribe_test(ctx: CommandContext) -> CommandResponse:
+    if len(ctx.args) < 2:
+        raise CommandError("Name the subscription and an issue: `/jira subscribe test NAME WEB-42`.")
+    *name_words, key = ctx.args
+    found = await _named(ctx, ctx.channel_id, " ".join(name_words), editable=False)
+    sub = found.subscription
+    session = await ctx.jira(_instance_of(ctx, sub))
+    data = await session.issue_json(key.upper(), "*all")
+    base = IssueEvent("jira:issue_updated", "", frozenset(), IssueSnapshot(id="", key="", self_url=""))
+    event = with_issue(base, Issue.model_validate(data))
+    result = explain(sub, event, ctx.now())
+    verdict = "would reach" if result.matched else "would not reach"
+    lines = [f"**{_md(event.issue.key or key)}** {verdict} **{_md(sub.name)}**:", ""]
+    lines += [f"* {line}" for line in result.lines]
+    kinds = ", ".join(result.kinds) if result.kinds else "none"
+    lines += ["", f"Events that would post: {kinds}."]
+    return CommandResponse.ephemeral("\n".join(lines))
 
 
 @COMMANDS.command(
