@@ -27,6 +27,7 @@ dates (`-7d`, `startOfDay()`) are evaluated at the event's time (the webhook's t
 
 from __future__ import annotations
 
+import heapq
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -196,6 +197,10 @@ def _project_key(event: IssueEvent) -> str:
         # The issue key carries the project key when the payload's project object is missing.
         key = event.issue.key.rpartition("-")[0]
     return key.upper()
+
+
+def _rank(entry: _Entry) -> int:
+    return entry.rank
 
 
 def _event_kinds_match(wanted: frozenset[str], kinds: Iterable[str], any_update: bool) -> bool:
@@ -498,26 +503,39 @@ class SubscriptionIndex:
             candidates: Iterable[_Entry] = bucket.candidates(kinds, any_update)
         else:
             candidates = (e for e in bucket or () if _event_kinds_match(e.events, kinds, any_update))
+        view = _IssueView(event)
+        values = IssueValues(event)
+        when = now or event_time(event)
+        # Per event, each shared check and each compiled JQL (shared by equal texts) is
+        # evaluated at most once, however many subscriptions use it.
+        checks: dict[int, bool] = {}
+        verdicts: dict[int, bool] = {}
+
+        def accepts(entry: _Entry) -> bool:
+            check = entry.check
+            ok = checks.get(id(check))
+            if ok is None:
+                ok = checks[id(check)] = check.accepts(event, view)
+            if not ok:
+                return False
+            jql = entry.jql_compiled
+            if jql is None:
+                return True
+            verdict = verdicts.get(id(jql))
+            if verdict is None:
+                verdict = verdicts[id(jql)] = jql.matches(values, when)
+            return verdict
+
         if every:
-            extra = [e for e in every if _event_kinds_match(e.events, kinds, any_update)]
-            candidates = sorted([*candidates, *extra], key=lambda e: e.rank)
-        view: _IssueView | None = None
-        values: IssueValues | None = None
+            # JQL subscriptions without a project: only those that accept the event join the
+            # project's candidates, so the merge stays short.
+            extra = [e for e in every if _event_kinds_match(e.events, kinds, any_update) and accepts(e)]
+            if extra:
+                candidates = heapq.merge(candidates, extra, key=_rank)  # both in rank order
         chosen: dict[str, _Entry] = {}
         for entry in candidates:  # in rank order
             if entry.channel_id in chosen:
                 continue  # a better-ranked subscription of this channel already matched
-            if view is None:
-                view = _IssueView(event)
-            if not entry.check.accepts(event, view):
-                continue
-            jql = entry.jql_compiled
-            if jql is not None:
-                if values is None:
-                    values = IssueValues(event)
-                    now = now or event_time(event)
-                assert now is not None
-                if not jql.matches(values, now):
-                    continue
-            chosen[entry.channel_id] = entry
+            if accepts(entry):
+                chosen[entry.channel_id] = entry
         return list(chosen.values())
