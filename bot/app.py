@@ -576,6 +576,7 @@ def create_app(
     if chat_client is not None:
         offline = isinstance(chat_client, OfflineMattermost)
         commands = _command_service(settings, db, directory, chat_client, subs, metrics, clock, gate_service)
+        commands.deps.jira.breakers = breakers
         slash = SlashCommandHandler(
             commands,
             tokens=command_tokens(settings),

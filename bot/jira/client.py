@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+from bot.breakers import Breakers, jira_target
 from bot.config import JiraSettings
 from bot.jira.credentials import Credentials, OAuth2Token
 from bot.jira.errors import JiraError
@@ -102,6 +103,9 @@ class JiraGateway:
         self._cache: OrderedDict[tuple[str, str, Credentials], Connection] = OrderedDict()
         self._cache_size = cache_size
         self._closed = False
+        # The process's circuit breakers (bot.breakers), one per Jira site, set by the
+        # composition root: while a site fails as a whole, calls to it fail at once.
+        self.breakers: Breakers | None = None
 
     @classmethod
     def from_settings(
@@ -131,8 +135,34 @@ class JiraGateway:
             self._cache.move_to_end(cache_key)
         return JiraSession(self, connection)
 
-    async def run(self, fn: Callable[[], T]) -> T:
-        """Run one blocking Jira call in the pool, retrying once on a short Retry-After."""
+    async def run(self, fn: Callable[[], T], *, site_url: str = "") -> T:
+        """Run one blocking Jira call in the pool, retrying once on a short Retry-After, through
+        the circuit breaker of `site_url` when there is one."""
+        if self.breakers is None or not site_url:
+            return await self._run_retrying(fn)
+        breaker = self.breakers.get(jira_target(site_url))
+        if not breaker.acquire():
+            wait = breaker.delay()
+            raise JiraError(
+                "rate_limited" if wait > 0 else "unavailable",
+                retry_after=wait or None,
+                detail="Jira is failing; the bot waits before asking again",
+            )
+        try:
+            result = await self._run_retrying(fn)
+        except JiraError as exc:
+            if _is_outage(exc) and not self._closed:
+                breaker.failure(retry_after=exc.retry_after)
+            else:
+                breaker.success()
+            raise
+        except BaseException:
+            breaker.release()
+            raise
+        breaker.success()
+        return result
+
+    async def _run_retrying(self, fn: Callable[[], T]) -> T:
         retried = False
         while True:
             try:
@@ -175,6 +205,14 @@ class JiraGateway:
 # -- session -----------------------------------------------------------------------------------
 
 
+def _is_outage(error: JiraError) -> bool:
+    """Whether a failure says the Jira site as a whole is unavailable (5xx but 501, 429, no
+    answer in time, no connection) rather than refusing this one request."""
+    if error.status is not None:
+        return error.status == 429 or (error.status >= 500 and error.status != 501)
+    return error.kind in ("timeout", "unavailable", "rate_limited")
+
+
 def _adf_text(node: Any) -> str:
     """Plain text of an Atlassian Document Format node (API v3 descriptions)."""
     if isinstance(node, dict):
@@ -214,7 +252,7 @@ class JiraSession:
 
     async def _call(self, fn: Callable[[Connection], T]) -> T:
         connection = self._connection
-        return await self._gateway.run(lambda: fn(connection))
+        return await self._gateway.run(lambda: fn(connection), site_url=connection.site_url)
 
     async def myself(self) -> JiraAccount:
         return await self._call(lambda c: JiraAccount.from_rest(RestUser.model_validate(c.jira.myself())))
