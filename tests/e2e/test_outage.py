@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tests.e2e.conftest import BotFactory, open_database, settings_for
@@ -74,9 +75,10 @@ async def test_breaker_metrics_exist_at_start(make_bot: BotFactory) -> None:
 
 
 async def test_a_replica_holds_off_when_another_found_mattermost_down(
-    make_bot: BotFactory, database_url: str, fake_mm: FakeMattermost, tmp_path: Path
+    database_url: str, make_bot: BotFactory, fake_mm: FakeMattermost, tmp_path: Path
 ) -> None:
     """Slow (about 6 s): Mattermost asks for 5 s of quiet, which both replicas must keep."""
+    # database_url first: its database is dropped after both replicas have stopped.
     settings = settings_for(fake_mm, tmp_path, DATABASE_URL=database_url)
     one = await make_bot(settings, database=open_database(database_url))
     # One 503 asking for 5 s of quiet; Mattermost is in fact back at once, so any post made
@@ -88,6 +90,10 @@ async def test_a_replica_holds_off_when_another_found_mattermost_down(
         assert time.monotonic() < deadline, "the first post was not tried"
         await asyncio.sleep(0.02)
     failed_at = time.time()
+    # The opening reaches the database a moment later (written in the background).
+    while await one.services.db.kv.get("breaker:mattermost", now=datetime.now(UTC)) is None:
+        assert time.monotonic() < deadline, "the opening was not shared"
+        await asyncio.sleep(0.02)
 
     # A second replica on the same database, which has not seen the failure itself. The posts
     # are queued through the first (which knows the channel; a fresh replica would have to ask
