@@ -277,7 +277,7 @@ async def test_dialog_edit_is_prefilled_and_saves(h: Harness) -> None:
     assert (status, body) == (200, {})
     sub = (await stored(h))["Bugs in WEB"]
     assert sub.filters.events == {"event_created_comment"} and sub.filters.fields == ()
-    assert any("@alice changed the subscription **Bugs in WEB**" in p["message"] for p in h.mm.posts)
+    await announced(h, "@alice changed the subscription **Bugs in WEB**")
 
     # Removed meanwhile: the stale dialog says so instead of recreating it.
     await h.command("alice", "subscribe edit Bugs in WEB")
