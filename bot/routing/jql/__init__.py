@@ -1,6 +1,8 @@
 """JQL subscription filters, evaluated locally against an event's issue (pure: no I/O, no clock)."""
 
-from bot.routing.jql.compiler import ClauseResult, CompiledJql, IssueValues, RemoteClause, compile_jql
+from bot.routing.jql.compiled import ClauseResult, CompiledJql, RemoteClause
+from bot.routing.jql.compiler import compile_jql
+from bot.routing.jql.fields import IssueValues
 from bot.routing.jql.syntax import MAX_DEPTH, MAX_LENGTH, JqlError
 
 __all__ = [
