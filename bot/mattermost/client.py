@@ -8,16 +8,14 @@ delivery queue whether to try again. The driver's own retry loop is kept short (
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 from mattermostautodriver import AsyncTypedDriver
-from mattermostautodriver.client import BaseClient
 from mattermostautodriver.exceptions import (
     InvalidMattermostError,
     MattermostError,
@@ -26,6 +24,17 @@ from mattermostautodriver.exceptions import (
 
 from bot.breakers import Breaker
 from bot.mattermost.models import DeliveryError, OutgoingPost
+from bot.mattermost.reads import MattermostReads
+from bot.mattermost.rest import (
+    API,
+    error_message,
+    is_outage,
+    plain,
+    retry_after_of,
+    shorten,
+    split_base_url,
+    url_host,
+)
 
 log = logging.getLogger(__name__)
 # The driver's REST client logs under this name (not only its websocket, which the bot never
@@ -46,16 +55,11 @@ class _DriverLinesToDebug(logging.Filter):
 
 logging.getLogger(DRIVER_LOGGER).addFilter(_DriverLinesToDebug())
 
-_API = "/api/v4"
 # HTTP statuses worth retrying later besides 429 and 5xx: the request may simply have been too early.
 _RETRYABLE_4XX = frozenset({408, 425})
-ROLE_SYSTEM_ADMIN = "system_admin"
-# GET /channels/{id}/posts?since= returns at most this many posts (server's GetPostsSince).
-_SINCE_PAGE_LIMIT = 1000
-_MAX_SINCE_PAGES = 20
 
 
-class MattermostClient:
+class MattermostClient(MattermostReads):
     """Posts to Mattermost as the bot account that owns `token` (a bot or personal access token)."""
 
     def __init__(
@@ -71,7 +75,7 @@ class MattermostClient:
         channel_cache_ttl: float = 3600.0,
         channel_miss_ttl: float = 60.0,
     ) -> None:
-        self._scheme, self._host, self._port, self._base_path = _split_base_url(url)
+        self._scheme, self._host, self._port, self._base_path = split_base_url(url)
         self._token = token
         self._timeout = timeout
         self._max_retries = max_retries
@@ -97,13 +101,13 @@ class MattermostClient:
 
     @property
     def base_url(self) -> str:
-        return f"{self._scheme}://{_url_host(self._host)}:{self._port}{self._base_path}"
+        return f"{self._scheme}://{url_host(self._host)}:{self._port}{self._base_path}"
 
     @property
     def websocket_url(self) -> str:
         """Where Mattermost serves its websocket API (ws:// or wss:// after the site URL)."""
         scheme = "wss" if self._scheme == "https" else "ws"
-        return f"{scheme}://{_url_host(self._host)}:{self._port}{self._base_path}{_API}/websocket"
+        return f"{scheme}://{url_host(self._host)}:{self._port}{self._base_path}{API}/websocket"
 
     @property
     def verify(self) -> bool | str:
@@ -130,7 +134,7 @@ class MattermostClient:
             self._driver = AsyncTypedDriver(
                 {
                     "scheme": self._scheme,
-                    "url": _url_host(self._host),
+                    "url": url_host(self._host),
                     "port": self._port,
                     "token": self._token,
                     "verify": self._verify,
@@ -178,7 +182,7 @@ class MattermostClient:
         body: dict[str, Any] = {
             "channel_id": post.channel_id,
             "message": post.message,
-            "props": _plain(post.props),
+            "props": plain(post.props),
         }
         if post.root_id:
             body["root_id"] = post.root_id
@@ -199,7 +203,7 @@ class MattermostClient:
         if message is not None:
             patch["message"] = message
         if props is not None:
-            patch["props"] = _plain(props)
+            patch["props"] = plain(props)
         await self._call(
             "put", f"/posts/{quote(post_id, safe='')}/patch", patch, what=f"edit of post {post_id}"
         )
@@ -234,7 +238,7 @@ class MattermostClient:
             ) as response:
                 if response.status_code != 200:
                     body = (await response.aread())[:2000]
-                    message, error_id = _error_message(body)
+                    message, error_id = error_message(body)
                     raise self._status_error(response.status_code, message, error_id, what)
                 chunks: list[bytes] = []
                 size = 0
@@ -295,94 +299,6 @@ class MattermostClient:
             raise
         return not channel.get("delete_at")
 
-    # -- users, channels, roles ------------------------------------------------------------------
-
-    async def get_user(self, user_id: str) -> dict[str, Any]:
-        """The user as Mattermost has it (username, email, `roles`, ...). Raises DeliveryError
-        (status 404 for an unknown user)."""
-        return await self._get_json(f"/users/{quote(user_id, safe='')}", what=f"user {user_id}")
-
-    async def get_user_by_username(self, username: str) -> dict[str, Any] | None:
-        """The user named `username` (a leading @ is ignored), or None when there is none."""
-        name = username.strip().removeprefix("@").lower()
-        if not name:
-            return None
-        try:
-            return await self._get_json(f"/users/username/{quote(name, safe='')}", what=f"user @{name}")
-        except DeliveryError as exc:
-            if exc.status in (400, 404):
-                return None
-            raise
-
-    async def is_system_admin(self, user_id: str) -> bool:
-        """Whether Mattermost gives the user the system_admin role. Asked of Mattermost each
-        time: a role claimed in a request is never trusted."""
-        user = await self.get_user(user_id)
-        return ROLE_SYSTEM_ADMIN in str(user.get("roles", "")).split()
-
-    async def get_channel(self, channel_id: str) -> dict[str, Any]:
-        """The channel (`type` O public, P private, D direct, G group; `team_id`, `name`, ...).
-        Raises DeliveryError (404 unknown, 403 when the bot may not read it)."""
-        return await self._get_json(f"/channels/{quote(channel_id, safe='')}", what=f"channel {channel_id}")
-
-    async def get_channel_member(self, channel_id: str, user_id: str) -> dict[str, Any] | None:
-        """The user's membership of the channel (`roles` holds channel_admin for its admins),
-        or None when the user is not a member."""
-        path = f"/channels/{quote(channel_id, safe='')}/members/{quote(user_id, safe='')}"
-        try:
-            return await self._get_json(path, what=f"membership of {user_id} in channel {channel_id}")
-        except DeliveryError as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    async def get_team_member(self, team_id: str, user_id: str) -> dict[str, Any] | None:
-        """The user's membership of the team (`roles` holds team_admin for its admins), or None
-        when the user is not a member."""
-        path = f"/teams/{quote(team_id, safe='')}/members/{quote(user_id, safe='')}"
-        try:
-            return await self._get_json(path, what=f"membership of {user_id} in team {team_id}")
-        except DeliveryError as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    # -- posts and channels the bot reads -----------------------------------------------------
-
-    async def get_posts_since(self, channel_id: str, since_ms: int) -> list[dict[str, Any]]:
-        """Posts of the channel created or changed after `since_ms` (Unix milliseconds), oldest
-        first. Mattermost answers at most 1000 posts by update time, and adds the thread roots of
-        the replies it returns: callers filter on `create_at` and `delete_at` themselves."""
-        found: dict[str, dict[str, Any]] = {}
-        since = since_ms
-        # Each page moves `since` forward to the newest update seen, so a long absence is read
-        # in full; the page cap guards against a server that ignores `since`.
-        for _ in range(_MAX_SINCE_PAGES):
-            path = f"/channels/{quote(channel_id, safe='')}/posts?since={int(since)}"
-            page = await self._get_json(path, what=f"posts of channel {channel_id}")
-            posts = page.get("posts") or {}
-            if not isinstance(posts, dict):
-                break
-            newest = since
-            for post in posts.values():
-                if isinstance(post, dict) and isinstance(post.get("id"), str):
-                    found[post["id"]] = post
-                    newest = max(newest, int(post.get("update_at") or 0))
-            if len(posts) < _SINCE_PAGE_LIMIT or newest <= since:
-                break
-            since = newest
-        return sorted(found.values(), key=lambda p: (int(p.get("create_at") or 0), p["id"]))
-
-    async def my_channels(self) -> list[dict[str, Any]]:
-        """Every channel the bot is a member of, in all teams, direct and group messages
-        included (GET /users/me/channels, Mattermost 6.1+)."""
-        result = await self._call("get", "/users/me/channels", None, what="the bot's channels")
-        if not isinstance(result, list):
-            raise DeliveryError(
-                "Mattermost answered the channel list with something other than a list", retryable=False
-            )
-        return [c for c in result if isinstance(c, dict) and isinstance(c.get("id"), str)]
-
     async def add_reaction(self, post_id: str, emoji_name: str) -> None:
         """React to a post as the bot (e.g. `white_check_mark`)."""
         if not self._bot_user_id:
@@ -395,7 +311,7 @@ class MattermostClient:
     async def open_dialog(self, trigger_id: str, url: str, dialog: Mapping[str, Any]) -> None:
         """Open an interactive dialog for the user whose action produced `trigger_id` (valid for
         a few seconds only); its submission is posted to `url`."""
-        body = {"trigger_id": trigger_id, "url": url, "dialog": _plain(dialog)}
+        body = {"trigger_id": trigger_id, "url": url, "dialog": plain(dialog)}
         await self._call("post", "/actions/dialogs/open", body, what="opening a dialog")
 
     async def send_ephemeral(
@@ -408,7 +324,7 @@ class MattermostClient:
     ) -> str:
         """Show a post to one user only; returns its id. Mattermost lets only accounts with the
         create_post_ephemeral permission (system admins) do this."""
-        post: dict[str, Any] = {"channel_id": channel_id, "message": message, "props": _plain(props or {})}
+        post: dict[str, Any] = {"channel_id": channel_id, "message": message, "props": plain(props or {})}
         if root_id:
             post["root_id"] = root_id
         created = await self._call(
@@ -476,7 +392,7 @@ class MattermostClient:
         return self._driver
 
     def _api_url(self, path: str) -> str:
-        return f"{self._require_driver().client.url}{self._base_path}{_API}{path}"
+        return f"{self._require_driver().client.url}{self._base_path}{API}{path}"
 
     async def _get_json(self, path: str, *, what: str = "") -> dict[str, Any]:
         result = await self._call("get", path, None, what=what or path)
@@ -518,7 +434,7 @@ class MattermostClient:
         self, method: str, path: str, body: dict[str, Any] | list[Any] | None, *, what: str
     ) -> Any:
         client = self._require_driver().client
-        endpoint = f"{self._base_path}{_API}{path}"
+        endpoint = f"{self._base_path}{API}{path}"
         try:
             if method == "get":
                 return await client.get(endpoint)
@@ -535,12 +451,12 @@ class MattermostClient:
             ) from None
         except MattermostError as exc:
             error = self._status_error(exc.status_code, str(exc), exc.error_id, what)
-            error.retry_after = _retry_after(exc)
+            error.retry_after = retry_after_of(exc)
             raise error from None
         except InvalidMattermostError as exc:
             # An error page that is not Mattermost's JSON: typically a proxy in front of it.
-            error = self._status_error(exc.status_code, _shorten(str(exc)), None, what)
-            error.retry_after = _retry_after(exc)
+            error = self._status_error(exc.status_code, shorten(str(exc)), None, what)
+            error.retry_after = retry_after_of(exc)
             raise error from None
         except httpx.UnsupportedProtocol as exc:
             raise DeliveryError(f"bad Mattermost URL {self.base_url}: {exc}", retryable=False) from None
@@ -577,73 +493,3 @@ class MattermostClient:
         # 501 is Mattermost's "feature disabled": waiting does not enable it.
         retryable = (status >= 500 and status != 501) or status in _RETRYABLE_4XX
         return DeliveryError(detail, retryable=retryable, status=status)
-
-
-def is_outage(error: DeliveryError) -> bool:
-    """Whether a failure says Mattermost as a whole is unavailable (5xx but 501, 429, a timeout,
-    no connection), as opposed to a refusal of this one request (4xx)."""
-    if not error.retryable:
-        return False
-    return error.status == 0 or error.status == 429 or (error.status >= 500 and error.status != 501)
-
-
-def _retry_after(exc: BaseException) -> float | None:
-    """The Retry-After of the response behind a driver error (a 503 from a proxy may carry one;
-    the driver keeps it only for 429), found through the exception's causes."""
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            return None
-        if isinstance(seen, httpx.HTTPStatusError):
-            wait = BaseClient._parse_retry_after(seen.response)
-            return float(wait) if wait is not None else None
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-def _split_base_url(url: str) -> tuple[str, str, int, str]:
-    """(scheme, host, port, base path) from a site URL such as https://chat.example.com/mm/."""
-    raw = url.strip()
-    if "://" not in raw:
-        raw = "https://" + raw
-    parts = urlsplit(raw)
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        raise ValueError(f"Mattermost URL must be http or https, not {parts.scheme!r}")
-    if not parts.hostname:
-        raise ValueError(f"Mattermost URL has no host: {url!r}")
-    port = parts.port or (443 if scheme == "https" else 80)
-    base_path = parts.path.rstrip("/")
-    if base_path.endswith(_API):  # tolerate a URL copied from an API call
-        base_path = base_path[: -len(_API)]
-    return scheme, parts.hostname, port, base_path
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-def _plain(value: Any) -> Any:
-    """JSON-ready copy: mappings (frozen ones included) become dicts, sequences become lists."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _error_message(body: bytes) -> tuple[str, str | None]:
-    """Message and id of a Mattermost AppError body; a shortened text for anything else."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return _shorten(body.decode("utf-8", "replace")), None
-    if not isinstance(data, dict):
-        return _shorten(str(data)), None
-    error_id = data.get("id")
-    return str(data.get("message", "")), str(error_id) if error_id else None
-
-
-def _shorten(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"

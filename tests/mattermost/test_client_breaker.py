@@ -11,8 +11,9 @@ from aiohttp.test_utils import TestServer
 
 from bot.breaker import BreakerState
 from bot.breakers import MATTERMOST, Breaker
-from bot.mattermost.client import MattermostClient, is_outage
+from bot.mattermost.client import MattermostClient
 from bot.mattermost.models import DeliveryError, OutgoingPost
+from bot.mattermost.rest import is_outage
 from tests.fakes import FakeMattermost
 
 TOKEN = "tok-breaker-0123456789"
