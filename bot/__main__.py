@@ -84,8 +84,9 @@ def arm_shutdown_watchdog(grace: float, signals: Sequence[int] = (signal.SIGTERM
 
 
 def cmd_serve(settings: Settings) -> int:
-    from bot.app import begin_shutdown, command_tokens, create_app, describe_features, webhook_secret
+    from bot.app import begin_shutdown, create_app, describe_features
     from bot.web.server import serve
+    from bot.wiring import command_tokens, webhook_secret
 
     setup_logging(settings.logging.level, settings.logging.format)
     log = logging.getLogger("bot")
@@ -139,7 +140,7 @@ def cmd_serve(settings: Settings) -> int:
 
 
 def cmd_webhook_url(settings: Settings, team: str | None, channel: str | None) -> int:
-    from bot.app import webhook_secret
+    from bot.wiring import webhook_secret
 
     base = settings.server.public_url
     secret = quote(webhook_secret(settings), safe="")

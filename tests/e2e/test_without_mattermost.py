@@ -13,10 +13,11 @@ from urllib.parse import urlencode
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.app import SERVICES, command_tokens, create_app, describe_features
+from bot.app import SERVICES, create_app, describe_features
 from bot.config import load_settings
 from bot.mattermost.console import ConsoleSink
 from bot.mattermost.offline import OfflineMattermost
+from bot.wiring import command_tokens
 
 TOKEN = "local-command-token"
 
