@@ -9,7 +9,8 @@ Mattermost through the service's listeners (`GateService.add_listener`).
 With several replicas on one database, one of them polls: each round starts by taking or renewing
 the "gate-poller" duty lease (`bot.store.leases.Duty`), and the replicas without it skip the
 round. So each CR is read once per interval whatever the number of replicas; when the polling
-replica dies its lease runs out (a few intervals) and the next replica to try takes over.
+replica dies, the next replica to try takes over once its heartbeat is stale (a few seconds,
+bot.store.replicas), or once its lease runs out (two intervals) when it had no heartbeat.
 """
 
 from __future__ import annotations

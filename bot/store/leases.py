@@ -1,12 +1,15 @@
 """Duty leases in SQL: what one replica of several does at a time, taken over when it dies.
 
 A lease is a row (`leases`: name, owner, token, expires_at). Taking it is one
-`INSERT ... ON CONFLICT (name) DO UPDATE ... WHERE owner = me OR expires_at <= now RETURNING token`
-statement: atomic on PostgreSQL (the row lock of the conflicting row) and on SQLite (one writer at a
-time), so of replicas racing for a free lease exactly one gets it. The holder renews it before it
-runs out; a holder that died stops renewing, and the first replica to ask after `expires_at` takes
-it over. Every change of the row checks `owner`, so a holder that lost its lease (it was paused
-past its expiry and another replica took over) renews nothing and learns that it lost it.
+`INSERT ... ON CONFLICT (name) DO UPDATE ... WHERE owner = me OR expires_at <= now OR <owner is
+dead> RETURNING token` statement: atomic on PostgreSQL (the row lock of the conflicting row) and on
+SQLite (one writer at a time), so of replicas racing for a free lease exactly one gets it. The
+holder renews it before it runs out. A holder that died stops renewing; the first replica to ask
+takes it over as soon as the holder's heartbeat is stale (`bot.store.replicas.dead`, the rule the
+inbox and delivery claims follow: within `LIVENESS_SECONDS`), or else after `expires_at` (an owner
+without a heartbeat row: a tool, a test). Every change of the row checks `owner`, so a holder that
+lost its lease (it was paused past its expiry, or long enough to look dead, and another replica
+took over) renews nothing and learns that it lost it.
 
 `token` rises each time the lease changes hands (a fencing token: work stamped with an older token
 is stale). The same rows serve SQLite, where replicas are processes sharing one file.
@@ -22,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.store.interfaces import LeaseInfo, LeaseRepository
+from bot.store.replicas import dead
 from bot.store.schema import leases
 from bot.store.sql_access import SqlAccess
 
@@ -45,7 +49,7 @@ class SqlLeaseRepository:
                 "token": sa.case((mine, t.c.token), else_=t.c.token + 1),
                 "acquired_at": sa.case((mine, t.c.acquired_at), else_=stmt.excluded.acquired_at),
             },
-            where=sa.or_(mine, t.c.expires_at <= now),
+            where=sa.or_(mine, t.c.expires_at <= now, dead(t.c.owner, now)),
         ).returning(t.c.token)
         async with self._db.write() as conn:
             token = (await conn.execute(stmt)).scalar()

@@ -1,8 +1,9 @@
 """Replica heartbeats: which `serve` processes sharing the database are alive, as it sees them.
 
 Each process writes a row under its owner id (the `lease_owner` its claims carry) every
-`HEARTBEAT_SECONDS`. A claim (inbox rows, deliveries) may take a row whose lease has not run out
-when the lease's owner has a heartbeat row older than `LIVENESS_SECONDS`: the work of a replica
+`HEARTBEAT_SECONDS`. A claim (inbox rows, deliveries, duty leases: bot.store.leases) may take a
+row whose lease has not run out when the lease's owner has a heartbeat row older than
+`LIVENESS_SECONDS`: the work of a replica
 killed with -9, or cut off from the database, is taken over within a few seconds instead of
 after the lease (`delivery.lease_seconds`). The lease stays the fallback: an owner without a
 heartbeat row (a process that stopped cleanly and released its rows, or a tool) keeps its rows
@@ -36,13 +37,19 @@ HEARTBEAT_SECONDS = 1.0
 LIVENESS_SECONDS = 5.0
 
 
-def orphaned(table: Any, now: datetime) -> sa.ColumnElement[bool]:
-    """Whether a row's lease is held by a replica whose heartbeat stopped."""
+def dead(owner: sa.ColumnElement[Any], now: datetime) -> sa.ColumnElement[bool]:
+    """Whether `owner` (a column naming a replica) has a heartbeat row older than
+    `LIVENESS_SECONDS`. An owner without a row is not dead: it stopped cleanly or is a tool."""
     holder = replicas.alias("holder")
     return sa.exists().where(
-        holder.c.owner == table.c.lease_owner,
+        holder.c.owner == owner,
         holder.c.beat_at < now - timedelta(seconds=LIVENESS_SECONDS),
     )
+
+
+def orphaned(table: Any, now: datetime) -> sa.ColumnElement[bool]:
+    """Whether a row's lease is held by a replica whose heartbeat stopped."""
+    return dead(table.c.lease_owner, now)
 
 
 def claimable(table: Any, now: datetime) -> sa.ColumnElement[bool]:
@@ -85,4 +92,4 @@ class SqlReplicaRepository:
             return len((await conn.execute(stmt)).all())
 
 
-__all__ = ["HEARTBEAT_SECONDS", "LIVENESS_SECONDS", "SqlReplicaRepository", "claimable", "orphaned"]
+__all__ = ["HEARTBEAT_SECONDS", "LIVENESS_SECONDS", "SqlReplicaRepository", "claimable", "dead", "orphaned"]

@@ -6,6 +6,7 @@ import asyncio
 
 from bot.store.db import Database
 from bot.store.leases import Duty
+from bot.store.replicas import LIVENESS_SECONDS
 from tests.store.conftest import Backend, at
 
 
@@ -78,3 +79,44 @@ async def test_duty_hold_takes_keeps_and_releases(db: Database) -> None:
     now[0] = at(40)  # b stopped renewing (it died): a takes over
     assert await a.hold()
     assert not await b.hold()
+
+
+async def test_a_lease_whose_holder_has_a_stale_heartbeat_is_taken_at_once_and_fenced(db: Database) -> None:
+    leases = db.leases
+    await db.replicas.beat("dead", now=at(0))
+    await db.replicas.beat("alive", now=at(0))
+    first = await leases.try_acquire("gate-poller", owner="dead", ttl_seconds=60, now=at(0))
+    assert first is not None
+
+    # While the holder's heartbeat is fresh its lease is its own, though it is far from expiry.
+    await db.replicas.beat("alive", now=at(LIVENESS_SECONDS))
+    assert (
+        await leases.try_acquire("gate-poller", owner="alive", ttl_seconds=60, now=at(LIVENESS_SECONDS))
+        is None
+    )
+
+    # Its last beat is older than the liveness timeout: taken at once, 54 s before the lease ends.
+    later = at(LIVENESS_SECONDS + 1)
+    await db.replicas.beat("alive", now=later)
+    taken = await leases.try_acquire("gate-poller", owner="alive", ttl_seconds=60, now=later)
+    assert taken == first + 1
+    held = await leases.get("gate-poller")
+    assert held is not None and held.owner == "alive"
+
+    # The "dead" holder was only slow: it renews, releases and retakes nothing (fencing).
+    await db.replicas.beat("dead", now=later)
+    assert await leases.renew("gate-poller", owner="dead", ttl_seconds=60, now=later) is False
+    assert await leases.release("gate-poller", owner="dead") is False
+    assert await leases.try_acquire("gate-poller", owner="dead", ttl_seconds=60, now=later) is None
+    slow = Duty(db.leases, "gate-poller", owner="dead", ttl_seconds=60, clock=lambda: later)
+    slow.token = first  # what it believed it held
+    assert not await slow.hold() and not slow.held
+    held = await leases.get("gate-poller")
+    assert held is not None and (held.owner, held.token) == ("alive", taken)
+
+
+async def test_a_holder_without_a_heartbeat_keeps_its_lease_until_it_expires(db: Database) -> None:
+    await db.replicas.beat("alive", now=at(100))
+    assert await db.leases.try_acquire("duty", owner="tool", ttl_seconds=200, now=at(0)) is not None
+    assert await db.leases.try_acquire("duty", owner="alive", ttl_seconds=60, now=at(100)) is None
+    assert await db.leases.try_acquire("duty", owner="alive", ttl_seconds=60, now=at(200)) is not None
