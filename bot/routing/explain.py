@@ -6,9 +6,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from bot.jira.events import EVENT_UPDATED_ANY, EVENT_UPDATED_STATUS, IssueEvent
-from bot.routing.jql import JqlError
+from bot.routing.jql import JiraNames, JqlError
 from bot.routing.matcher import compile_subscription_jql, subscription_matches
-from bot.routing.model import Subscription
+from bot.routing.model import JQL_CHECK_JIRA, Subscription
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +22,16 @@ def _mark(ok: bool) -> str:
     return "✔" if ok else "✖"
 
 
-def explain(sub: Subscription, event: IssueEvent, now: datetime) -> Explanation:
+def explain(
+    sub: Subscription,
+    event: IssueEvent,
+    now: datetime,
+    *,
+    names: JiraNames | None = None,
+    jira: bool | None = None,
+) -> Explanation:
+    """`names`: what was learnt of the instance (custom field names, priority order); `jira`:
+    Jira's answer for the JQL when it has clauses Jira checks (None: Jira was not asked)."""
     f = sub.filters
     issue = event.issue
     lines: list[str] = []
@@ -55,20 +64,33 @@ def explain(sub: Subscription, event: IssueEvent, now: datetime) -> Explanation:
         ok &= hit
         lines.append(f"{_mark(hit)} field filters (and the security level rule)")
     try:
-        jql = compile_subscription_jql(f.jql)
+        jql = compile_subscription_jql(f.jql, jira_check=f.jql_check == JQL_CHECK_JIRA, names=names)
     except JqlError as e:
         jql = None
         ok = False
         lines.append(f"✖ JQL cannot be evaluated: {e}")
     if jql is not None:
         for result in jql.explain(event, now):
-            lines.append(result.line())
-        hit = jql.matches(event, now)
-        ok &= hit
-        lines.append(f"{_mark(hit)} JQL as a whole")
+            lines.append(result.line(jira))
+        verdict = jql.decide(event, now)
+        if verdict is None and jira is None:
+            ok = False
+            lines.append("? JQL as a whole: Jira decides (it could not be asked now)")
+        else:
+            hit = bool(jira) if verdict is None else verdict
+            ok &= hit
+            by = " (answered by Jira)" if verdict is None else ""
+            lines.append(f"{_mark(hit)} JQL as a whole{by}")
     kinds = []
     for kind in sorted(f.events):
         probe_kind = EVENT_UPDATED_STATUS if kind == EVENT_UPDATED_ANY else kind
-        if subscription_matches(sub, replace(event, kinds=frozenset({probe_kind})), now):
+        if subscription_matches(
+            # Unasked, Jira is assumed to say yes: the kinds that would post if it does.
+            sub,
+            replace(event, kinds=frozenset({probe_kind})),
+            now,
+            names=names,
+            jira=True if jira is None else jira,
+        ):
             kinds.append(kind)
     return Explanation(ok and bool(kinds), tuple(lines), tuple(kinds))

@@ -21,7 +21,10 @@ A subscription's JQL (`filters.jql`, see `bot/routing/jql/`) is compiled once, w
 built, and ANDed with its other filters. With JQL, `projects` is optional: the index then files the
 subscription under the projects of the JQL's top-level `project = X` / `project IN (...)`, or, when
 the JQL names none, under every project of its instance. JQL that does not compile, or that has
-clauses only Jira can answer, makes the subscription match nothing (saving refuses both). Relative
+clauses only Jira can answer, makes the subscription match nothing (saving refuses both) unless the
+subscription chose `jql_check: jira`: then its local clauses decide when they can (`False AND ?`),
+and `jira_questions` lists the JQL Jira must answer for the event, whose answers `match` takes.
+Custom field names and the priority order come from the instance's `JiraNames`. Relative
 dates (`-7d`, `startOfDay()`) are evaluated at the event's time (the webhook's timestamp).
 """
 
@@ -34,9 +37,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bot.jira.events import EVENT_UPDATED_ANY, IssueEvent, NamedValue
-from bot.routing.jql import CompiledJql, IssueValues, JqlError, compile_jql
+from bot.routing.jql import CompiledJql, IssueValues, JiraNames, JqlError, NamesUnknown, compile_jql
 from bot.routing.jql.dates import parse_field_date
-from bot.routing.model import SECURITY_FIELD_KEYS, FieldFilter, Inclusion, Subscription, SubscriptionFilters
+from bot.routing.model import (
+    JQL_CHECK_JIRA,
+    SECURITY_FIELD_KEYS,
+    FieldFilter,
+    Inclusion,
+    Subscription,
+    SubscriptionFilters,
+)
 
 _UPDATED_PREFIX = "event_updated"
 _COMMENT_SUFFIX = "comment"
@@ -219,28 +229,61 @@ def event_time(event: IssueEvent) -> datetime:
     return found or datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def compile_subscription_jql(jql: str | None) -> CompiledJql | None:
-    """The subscription's JQL compiled for local evaluation; None without JQL. Raises JqlError
-    when the JQL is broken or has clauses only Jira can answer (naming the first)."""
+def compile_subscription_jql(
+    jql: str | None, *, jira_check: bool = False, names: JiraNames | None = None
+) -> CompiledJql | None:
+    """The subscription's JQL compiled; None without JQL. Raises JqlError when the JQL is broken
+    or, unless `jira_check` (the subscription's `jql_check: jira`), has clauses only Jira can
+    answer (naming the first). `names`: the instance's custom field names and priority order."""
     if jql is None or not jql.strip():
         return None
-    compiled = compile_jql(jql)
-    if compiled.remote_clauses:
+    compiled = compile_jql(
+        jql,
+        custom_field_names=names.custom_fields if names else None,
+        priority_order=names.priorities if names and names.priorities else None,
+    )
+    if compiled.remote_clauses and not jira_check:
         remote = compiled.remote_clauses[0]
         raise JqlError(
-            f"`{remote.clause}` cannot be answered by the bot ({remote.reason}); remove it or "
-            "rewrite it with fields of the issue",
+            f"`{remote.clause}` cannot be answered by the bot ({remote.reason}); remove it, "
+            f"rewrite it with fields of the issue, or let Jira check it (`{JQL_CHECK_JIRA_OPTION}`, "
+            "with the instance's service account)",
             remote.column,
         )
     return compiled
 
 
-def subscription_matches(sub: Subscription, event: IssueEvent, now: datetime | None = None) -> bool:
-    """Whether one subscription accepts the event (the instance is not checked here)."""
+JQL_CHECK_JIRA_OPTION = f"jql_check={JQL_CHECK_JIRA}"
+
+
+def needs_names(jql: str, names: JiraNames | None = None, jira_check: bool = False) -> bool:
+    """Whether the JQL fails or has remote clauses only for want of names Jira could give (a
+    custom field name, the priority order): worth learning them again before refusing it."""
+    try:
+        compiled = compile_subscription_jql(jql, jira_check=True, names=names)
+    except NamesUnknown:
+        return True
+    except JqlError:
+        return False
+    return compiled is not None and any(r.unknown_field for r in compiled.remote_clauses)
+
+
+def subscription_matches(
+    sub: Subscription,
+    event: IssueEvent,
+    now: datetime | None = None,
+    *,
+    names: JiraNames | None = None,
+    jira: bool | None = None,
+) -> bool:
+    """Whether one subscription accepts the event (the instance is not checked here). `jira`:
+    Jira's answer for its JQL when that has remote clauses (None: not asked, no match)."""
     if event.issue.fields_partial:
         return False
     try:
-        jql = compile_subscription_jql(sub.filters.jql)
+        jql = compile_subscription_jql(
+            sub.filters.jql, jira_check=sub.filters.jql_check == JQL_CHECK_JIRA, names=names
+        )
     except JqlError:
         return False
     project = _project_key(event)
@@ -257,7 +300,10 @@ def subscription_matches(sub: Subscription, event: IssueEvent, now: datetime | N
     check = _Check(sub.filters.issue_types, sub.filters.fields, jql is not None and jql.filters_security)
     if not check.accepts(event, _IssueView(event)):
         return False
-    return jql is None or jql.matches(event, now or event_time(event))
+    if jql is None:
+        return True
+    verdict = jql.decide(event, now or event_time(event))
+    return bool(jira) if verdict is None else verdict
 
 
 class _Entry:
@@ -274,6 +320,7 @@ class _Entry:
         "instance_id",
         "issue_types",
         "jql",
+        "jql_check",
         "jql_compiled",
         "name",
         "projects",
@@ -281,7 +328,7 @@ class _Entry:
         "sub_id",
     )
 
-    def __init__(self, sub: Subscription, shared: _Shared) -> None:
+    def __init__(self, sub: Subscription, shared: _Shared, names: JiraNames | None = None) -> None:
         f = sub.filters
         self.rank = 0
         self.sub_id = sub.id
@@ -294,7 +341,10 @@ class _Entry:
         self.issue_types = shared.strings(f.issue_types)
         self.fields = shared.fields(f.fields)
         self.jql = f.jql
-        self.jql_compiled, jql_broken = shared.jql(f.jql)
+        self.jql_check = f.jql_check
+        self.jql_compiled, jql_broken = shared.jql(
+            f.jql, self.instance_id, f.jql_check == JQL_CHECK_JIRA, names
+        )
         jql_security = self.jql_compiled is not None and self.jql_compiled.filters_security
         self.check = shared.check(self.issue_types, self.fields, jql_security, jql_broken)
 
@@ -316,6 +366,7 @@ class _Entry:
             issue_types=self.issue_types,
             fields=self.fields,
             jql=self.jql,
+            jql_check=self.jql_check,
         )
         return Subscription.model_construct(
             id=self.sub_id,
@@ -334,7 +385,9 @@ class _Shared:
         self._sets: dict[frozenset[str], frozenset[str]] = {}
         self._fields: dict[tuple[FieldFilter, ...], tuple[FieldFilter, ...]] = {}
         self._checks: dict[tuple[frozenset[str], tuple[FieldFilter, ...], bool, bool], _Check] = {}
-        self._jql: dict[str, tuple[CompiledJql | None, bool]] = {}
+        self._jql: dict[tuple[str, str, bool], tuple[CompiledJql | None, bool]] = {}
+        # Instances whose JQL wants names learnt from Jira (see `needs_names`).
+        self.names_wanted: set[str] = set()
 
     def strings(self, values: frozenset[str]) -> frozenset[str]:
         interned = frozenset(sys.intern(v) for v in values)
@@ -357,17 +410,23 @@ class _Shared:
             check.broken = check.broken or jql_broken
         return check
 
-    def jql(self, text: str | None) -> tuple[CompiledJql | None, bool]:
-        """(compiled JQL, broken): compiled once per distinct text."""
+    def jql(
+        self, text: str | None, instance: str = "", jira_check: bool = False, names: JiraNames | None = None
+    ) -> tuple[CompiledJql | None, bool]:
+        """(compiled JQL, broken): compiled once per distinct text, instance and check."""
         if text is None or not text.strip():
             return None, False
-        found = self._jql.get(text)
+        key = (text, instance, jira_check)
+        found = self._jql.get(key)
         if found is None:
             try:
-                found = (compile_subscription_jql(text), False)
+                found = (compile_subscription_jql(text, jira_check=jira_check, names=names), False)
             except JqlError:
                 found = (None, True)
-            self._jql[text] = found
+            unsure = found[1] or (found[0] is not None and bool(found[0].remote_clauses))
+            if (unsure or names is not None) and needs_names(text):
+                self.names_wanted.add(normalise_instance_id(instance))
+            self._jql[key] = found
         return found
 
 
@@ -410,14 +469,21 @@ class IndexBuilder:
     """Builds a SubscriptionIndex from subscriptions added one by one (they can be streamed
     from the database: only the compact entries are kept)."""
 
-    def __init__(self) -> None:
+    def __init__(self, names: Mapping[str, JiraNames] | None = None) -> None:
+        """`names`: per instance (normalised URL), what was learnt of it from Jira."""
         self._shared = _Shared()
         self._entries: list[_Entry] = []
         self._count = 0
+        self._names = names or {}
+
+    @property
+    def names_wanted(self) -> set[str]:
+        """Instances with JQL that names from Jira might make work (see `needs_names`)."""
+        return self._shared.names_wanted
 
     def add(self, sub: Subscription) -> None:
         self._count += 1
-        entry = _Entry(sub, self._shared)
+        entry = _Entry(sub, self._shared, self._names.get(normalise_instance_id(sub.instance_id)))
         if entry.check.broken or not entry.events:
             return  # can never match: keep it out of every bucket
         self._entries.append(entry)
@@ -439,8 +505,9 @@ class IndexBuilder:
             key: _KindBucket(found) if len(found) > _KIND_INDEX_FROM else tuple(found)
             for key, found in grouped.items()
         }
+        remote = any(e.jql_compiled is not None and e.jql_compiled.remote_clauses for e in entries)
         return SubscriptionIndex(
-            buckets, self._count, {key: tuple(found) for key, found in every_project.items()}
+            buckets, self._count, {key: tuple(found) for key, found in every_project.items()}, remote
         )
 
 
@@ -452,22 +519,27 @@ class SubscriptionIndex:
     of the event's project (that name one of its kinds, or `event_updated_any`).
     """
 
-    __slots__ = ("_buckets", "_count", "_every_project")
+    __slots__ = ("_buckets", "_count", "_every_project", "has_remote")
 
     def __init__(
         self,
         buckets: Mapping[tuple[str, str], _Bucket],
         count: int,
         every_project: Mapping[str, tuple[_Entry, ...]] | None = None,
+        has_remote: bool = False,
     ) -> None:
         self._buckets = buckets
         self._count = count
         # Per instance: JQL subscriptions that name no project the index could use.
         self._every_project = every_project or {}
+        # Whether some subscription's JQL has clauses Jira checks (`jql_check: jira`).
+        self.has_remote = has_remote
 
     @classmethod
-    def build(cls, subscriptions: Iterable[Subscription]) -> SubscriptionIndex:
-        builder = IndexBuilder()
+    def build(
+        cls, subscriptions: Iterable[Subscription], names: Mapping[str, JiraNames] | None = None
+    ) -> SubscriptionIndex:
+        builder = IndexBuilder(names)
         for sub in subscriptions:
             builder.add(sub)
         return builder.build()
@@ -475,21 +547,49 @@ class SubscriptionIndex:
     def __len__(self) -> int:
         return self._count
 
-    def match(self, event: IssueEvent, instance_id: str, now: datetime | None = None) -> list[Subscription]:
+    def match(
+        self,
+        event: IssueEvent,
+        instance_id: str,
+        now: datetime | None = None,
+        jira: Mapping[str, bool] | None = None,
+    ) -> list[Subscription]:
         """The subscriptions the event reaches: at most one per channel, the first by name then id.
 
         Ordered by that same (name, id) order, so the result is deterministic. `now` is the time
-        JQL's relative dates count from (default: the event's time, `event_time`).
+        JQL's relative dates count from (default: the event's time, `event_time`). `jira`: Jira's
+        answers (by JQL text) to `jira_questions`; a question without an answer does not match.
         """
-        return [entry.subscription() for entry in self._match(event, instance_id, now)]
+        return [entry.subscription() for entry in self._match(event, instance_id, now, jira)]
 
     def match_targets(
-        self, event: IssueEvent, instance_id: str, now: datetime | None = None
+        self,
+        event: IssueEvent,
+        instance_id: str,
+        now: datetime | None = None,
+        jira: Mapping[str, bool] | None = None,
     ) -> list[tuple[str, str]]:
         """(channel id, subscription name) of what `match` returns, without building the subscriptions."""
-        return [(entry.channel_id, entry.name) for entry in self._match(event, instance_id, now)]
+        return [(entry.channel_id, entry.name) for entry in self._match(event, instance_id, now, jira)]
 
-    def _match(self, event: IssueEvent, instance_id: str, now: datetime | None) -> list[_Entry]:
+    def jira_questions(self, event: IssueEvent, instance_id: str, now: datetime | None = None) -> list[str]:
+        """The JQL texts (of `jql_check: jira` subscriptions) whose answer for this event only
+        Jira knows and could change what `match` returns: those the local clauses leave open,
+        of subscriptions the other filters accept, ranked before their channel's first sure match."""
+        if not self.has_remote:
+            return []
+        undecided: list[str] = []
+        self._match(event, instance_id, now, None, undecided)
+        return list(dict.fromkeys(undecided))
+
+    def _match(
+        self,
+        event: IssueEvent,
+        instance_id: str,
+        now: datetime | None,
+        jira: Mapping[str, bool] | None = None,
+        undecided: list[str] | None = None,
+    ) -> list[_Entry]:
         if event.issue.fields_partial:
             return []  # unknown security level: fail closed (see the module docstring)
         instance = normalise_instance_id(instance_id)
@@ -523,13 +623,27 @@ class SubscriptionIndex:
                 return True
             verdict = verdicts.get(id(jql))
             if verdict is None:
-                verdict = verdicts[id(jql)] = jql.matches(values, when)
+                found = jql.decide(values, when)
+                if found is None:  # only Jira can tell
+                    open_questions.add(id(jql))
+                    found = bool(jira and jira.get(jql.source, False))
+                verdict = verdicts[id(jql)] = found
             return verdict
 
+        # Compiled JQL (by id) whose answer only Jira knows for this event.
+        open_questions: set[int] = set()
+
+        def is_open(entry: _Entry) -> bool:
+            return undecided is not None and id(entry.jql_compiled) in open_questions
+
         if every:
-            # JQL subscriptions without a project: only those that accept the event join the
-            # project's candidates, so the merge stays short.
-            extra = [e for e in every if _event_kinds_match(e.events, kinds, any_update) and accepts(e)]
+            # JQL subscriptions without a project: only those that accept the event (or that
+            # Jira may accept) join the project's candidates, so the merge stays short.
+            extra = [
+                e
+                for e in every
+                if _event_kinds_match(e.events, kinds, any_update) and (accepts(e) or is_open(e))
+            ]
             if extra:
                 candidates = heapq.merge(candidates, extra, key=_rank)  # both in rank order
         chosen: dict[str, _Entry] = {}
@@ -538,4 +652,6 @@ class SubscriptionIndex:
                 continue  # a better-ranked subscription of this channel already matched
             if accepts(entry):
                 chosen[entry.channel_id] = entry
+            elif undecided is not None and is_open(entry) and entry.jql_compiled is not None:
+                undecided.append(entry.jql_compiled.source)
         return list(chosen.values())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -15,6 +15,12 @@ from bot.jira.events import EVENT_UPDATED_ANY, STANDARD_KINDS
 SECURITY_FIELD_KEYS: frozenset[str] = frozenset({"security", "securitylevel"})
 
 _CUSTOM_FIELD_KIND_PREFIX = "event_updated_customfield_"
+
+# `filters.jql_check`: who answers the JQL clauses the bot cannot (membersOf(), watcher ...):
+# nobody (the subscription is refused when saved), or Jira, asked with the instance's service account.
+JQL_CHECK_LOCAL = "local"
+JQL_CHECK_JIRA = "jira"
+JQL_CHECKS = (JQL_CHECK_LOCAL, JQL_CHECK_JIRA)
 
 
 class Inclusion(StrEnum):
@@ -86,6 +92,15 @@ class SubscriptionFilters(BaseModel):
     # JQL ANDed with the other filters, evaluated by the bot against the event's issue
     # (bot/routing/jql/). With it, `projects` and `issue_types` are optional.
     jql: str | None = None
+    # "jira": clauses the bot cannot answer are checked by Jira per event (JQL_CHECK_JIRA above).
+    jql_check: Literal["local", "jira"] = "local"
+
+    @field_validator("jql_check", mode="before")
+    @classmethod
+    def _normalise_jql_check(cls, value: Any) -> Any:
+        if value is None:
+            return JQL_CHECK_LOCAL
+        return value.strip().lower() or JQL_CHECK_LOCAL if isinstance(value, str) else value
 
     @field_validator("jql", mode="before")
     @classmethod

@@ -22,9 +22,15 @@ class ClauseResult:
     value: str
     remote: bool = False
 
-    def line(self) -> str:
-        mark = "?" if self.remote else ("✔" if self.matched else "✖")
-        return f"{mark} `{self.clause}` (issue: {self.value})"
+    def line(self, jira: bool | None = None) -> str:
+        """One line of the explanation; a remote clause is checked by Jira, whose answer for the
+        whole query (`jira`) is shown when the check ran."""
+        if not self.remote:
+            return f"{'✔' if self.matched else '✖'} `{self.clause}` (issue: {self.value})"
+        if jira is None:
+            return f"⇄ `{self.clause}`: checked by Jira when an event comes"
+        answer = "matches" if jira else "does not match"
+        return f"⇄ `{self.clause}`: checked by Jira (Jira says the issue {answer} the whole JQL)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +38,9 @@ class RemoteClause:
     clause: str
     column: int
     reason: str
+    # The field name when the clause names a field unknown here (a custom field name, perhaps):
+    # learning the instance's field names may make it local.
+    unknown_field: str = ""
 
 
 class _Leaf:
@@ -80,6 +89,27 @@ def _eval(node: _Node, values: IssueValues, now: datetime) -> bool:
     return not _eval(node.child, values, now)
 
 
+def _decide(node: _Node, values: IssueValues, now: datetime) -> bool | None:
+    """Three-valued evaluation: None when the answer depends on remote clauses (Kleene logic:
+    `False AND ?` is False, `True OR ?` is True)."""
+    if node is None:
+        return True
+    if isinstance(node, _Leaf):
+        return None if node.remote is not None else node.test(values, now)
+    if isinstance(node, _NotN):
+        found = _decide(node.child, values, now)
+        return None if found is None else not found
+    decisive = isinstance(node, _OrN)  # the value that settles an OR (True) or an AND (False)
+    result: bool | None = not decisive
+    for child in node.children:
+        found = _decide(child, values, now)
+        if found is decisive:
+            return decisive
+        if found is None:
+            result = None
+    return result
+
+
 def _leaves(node: _Node) -> Iterable[_Leaf]:
     if node is None:
         return
@@ -121,6 +151,14 @@ class CompiledJql:
     def matches(self, event: IssueEvent | IssueValues, now: datetime) -> bool:
         values = event if isinstance(event, IssueValues) else IssueValues(event)
         return _eval(self._root, values, now)
+
+    def decide(self, event: IssueEvent | IssueValues, now: datetime) -> bool | None:
+        """Whether the issue matches, or None when only Jira can tell (the answer depends on
+        remote clauses). Equal to `matches` for a query without remote clauses."""
+        values = event if isinstance(event, IssueValues) else IssueValues(event)
+        if not self.remote_clauses:
+            return _eval(self._root, values, now)
+        return _decide(self._root, values, now)
 
     def explain(self, event: IssueEvent, now: datetime) -> list[ClauseResult]:
         values = IssueValues(event)

@@ -45,6 +45,12 @@ from bot.routing.jql.fields import (
 )
 from bot.routing.jql.syntax import And, Clause, Function, JqlError, MatchAll, Node, Not, Or, Value, parse
 
+
+class NamesUnknown(JqlError):
+    """A clause that needs what the bot learns from Jira (the instance's priority order):
+    learning it again may make the clause work."""
+
+
 # --- The compiler -------------------------------------------------------------------------------
 
 _EMPTY = frozenset[str]()
@@ -103,10 +109,12 @@ class _Compiler:
             return self._remote(c, text, "the sprint field's id is not known here")
         if name in _REMOTE_FIELDS:
             return self._remote(c, text, f"{c.field} is known only to Jira")
-        return self._remote(c, text, f'"{c.field}" is not a field known here (a custom field name?)')
+        return self._remote(
+            c, text, f'"{c.field}" is not a field known here (a custom field name?)', c.field.strip()
+        )
 
-    def _remote(self, c: Clause, text: str, reason: str) -> _Leaf:
-        remote = RemoteClause(text, c.column, reason)
+    def _remote(self, c: Clause, text: str, reason: str, unknown_field: str = "") -> _Leaf:
+        remote = RemoteClause(text, c.column, reason, unknown_field)
         self.remote.append(remote)
         return _Leaf(text, lambda v, now: False, lambda v: "answered by Jira", remote)
 
@@ -200,14 +208,14 @@ class _Compiler:
         if name == "priority":
             ranks = self.priority_rank
             if ranks is None:
-                raise JqlError(
+                raise NamesUnknown(
                     f'"{op}" on priority needs the instance\'s priority order, which is not known '
                     "here; list the priorities with IN instead",
                     c.column,
                 )
             target = ranks.get(item.text.casefold())
             if target is None:
-                raise JqlError(f'"{item.text}" is not a priority of this instance', item.column)
+                raise NamesUnknown(f'"{item.text}" is not a priority of this instance', item.column)
             # Higher priority = earlier in the order = smaller rank.
             cmp = _ORDER[op]
 
