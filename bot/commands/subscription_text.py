@@ -24,7 +24,14 @@ from bot.routing.matcher import compile_subscription_jql
 from bot.routing.model import FieldFilter, Inclusion, Subscription, SubscriptionFilters
 from bot.routing.vocabulary import CUSTOM_FIELD_EVENT_HINT as CUSTOM_FIELD_EVENT_HINT
 from bot.routing.vocabulary import EVENT_CHOICES as EVENT_CHOICES
-from bot.routing.vocabulary import unknown_events
+from bot.routing.vocabulary import (
+    bad_project_keys,
+    canonical_field_key,
+    canonical_inclusion,
+    unknown_events,
+    unknown_field_keys,
+    unknown_inclusion,
+)
 
 # Option keys of the one-line form, with the spellings people type for them.
 OPTION_KEYS: tuple[str, ...] = ("name", "projects", "events", "issue_types", "fields", "jql")
@@ -43,8 +50,6 @@ _KEY_ALIASES = {
     "jql": "jql",
 }
 _OPTION_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
-_FIELD_KEY = re.compile(r"[A-Za-z0-9_.\-]+")
-_PROJECT_KEY = re.compile(r"[A-Z][A-Z0-9_]*")
 
 # Opening quote -> the quotes that close it (phone keyboards type typographic quotes).
 _QUOTES = {'"': '"”', "'": "'’", "“": '”"', "”": '”"', "‘": "’'", "’": "’'"}
@@ -115,13 +120,9 @@ def parse_name(text: str, field: str = "name") -> str:
 def parse_projects(text: str, field: str = "projects") -> tuple[str, ...]:
     """Project keys, separated by commas or spaces; upper-cased as Jira writes them."""
     keys = _unique(k.upper() for k in re.split(r"[\s,;]+", text) if k)
-    bad = [k for k in keys if not _PROJECT_KEY.fullmatch(k)]
-    if bad:
-        raise SubscriptionTextError(
-            field,
-            f"{', '.join(f'`{k}`' for k in bad)} is not a project key "
-            "(a key is letters and digits, such as `WEB`; separate keys with commas).",
-        )
+    problem = bad_project_keys(keys)
+    if problem:
+        raise SubscriptionTextError(field, problem)
     return keys
 
 
@@ -140,7 +141,9 @@ def parse_events(text: str, field: str = "events") -> tuple[str, ...]:
 
 
 def parse_field_filter(text: str, field: str = "fields") -> FieldFilter:
-    """`key inclusion values`, e.g. `priority include_any High,Highest` or `fixVersions empty`."""
+    """`key inclusion values`, e.g. `priority include_any High,Highest` or `fixVersions empty`.
+    The key and the inclusion are checked as the config file checks them, and stored in their
+    canonical spelling (`fixversions` -> `fixVersions`)."""
     parts = text.strip().split(None, 2)
     inclusions = ", ".join(i.value for i in Inclusion)
     if len(parts) < 2:
@@ -149,17 +152,13 @@ def parse_field_filter(text: str, field: str = "fields") -> FieldFilter:
             f"`{text.strip()}` needs a field, an inclusion and values, such as "
             f"`priority include_any High,Highest` (inclusions: {inclusions}).",
         )
-    key, inclusion_text = parts[0], parts[1].lower().replace("-", "_")
-    if not _FIELD_KEY.fullmatch(key):
-        raise SubscriptionTextError(
-            field, f"`{key}` is not a Jira field id (such as `priority`, `customfield_10072`)."
-        )
-    try:
-        inclusion = Inclusion(inclusion_text)
-    except ValueError:
-        raise SubscriptionTextError(
-            field, f"`{parts[1]}` is not an inclusion for `{key}`; use one of: {inclusions}."
-        ) from None
+    key = canonical_field_key(parts[0])
+    if key is None:
+        raise SubscriptionTextError(field, unknown_field_keys([parts[0]]) or "")
+    inclusion_text = canonical_inclusion(parts[1])
+    if inclusion_text is None:
+        raise SubscriptionTextError(field, unknown_inclusion(parts[1]) or "")
+    inclusion = Inclusion(inclusion_text)
     values = _unique(v.strip() for v in (parts[2] if len(parts) > 2 else "").split(",") if v.strip())
     if inclusion is Inclusion.EMPTY and values:
         raise SubscriptionTextError(field, f"`{key} empty` takes no values.")

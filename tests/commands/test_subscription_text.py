@@ -121,8 +121,9 @@ def test_issue_types_keep_spaces_inside_names() -> None:
         ("priority include_some High", "include_any, include_all, exclude_any, empty, include_or_empty"),
         ("priority include_any", "needs values"),
         ("labels empty x", "takes no values"),
-        ("pri ority include_any x", "not an inclusion"),
-        ("prio=rity include_any x", "not a Jira field id"),
+        ("priority incude_any x", "is not an inclusion (did you mean `include_any`?)"),
+        ("pri ority include_any x", "unknown field `pri`"),
+        ("prio=rity include_any x", "unknown field `prio=rity` (did you mean `priority`?)"),
     ],
 )
 def test_field_filter_errors(text: str, problem: str) -> None:
