@@ -83,8 +83,34 @@ def arm_shutdown_watchdog(grace: float, signals: Sequence[int] = (signal.SIGTERM
         install(sig)
 
 
-def cmd_serve(settings: Settings) -> int:
+def cmd_serve_workers(settings: Settings, workers: int, config: str | None) -> int:
+    """`serve --workers N`: N worker processes on the port, watched by this one (bot.supervisor)."""
+    from bot.supervisor import Supervisor, workers_problem
+    from bot.wiring import command_tokens, webhook_secret
+
+    setup_logging(settings.logging.level, settings.logging.format)
+    problem = workers_problem(workers, settings.database_url)
+    if problem:
+        print(f"jira-chatops: {problem}", file=sys.stderr)
+        return 2
+    # Generated files in data_dir are made once here, not raced for by the workers.
+    webhook_secret(settings)
+    command_tokens(settings)
+    logging.getLogger("bot").info(
+        "starting %d workers on %s:%d (SO_REUSEPORT); database: %s",
+        workers,
+        settings.server.host,
+        settings.server.port,
+        settings.database_url.split("@")[-1],
+    )
+    command = [sys.executable, "-m", "bot", "serve", *(["--config", config] if config else [])]
+    return Supervisor(command, workers, settings.server.shutdown_grace_seconds).run()
+
+
+def cmd_serve(settings: Settings, ready_fd: int | None = None) -> int:
+    """One serving process; with `ready_fd`, one worker of `serve --workers N` (bot.supervisor)."""
     from bot.app import begin_shutdown, create_app, describe_features
+    from bot.supervisor import notify_listening
     from bot.web.server import serve
     from bot.wiring import command_tokens, webhook_secret
 
@@ -95,7 +121,8 @@ def cmd_serve(settings: Settings) -> int:
     )
     webhook_secret(settings)
     log.info(
-        "starting on %s:%d; Mattermost: %s; database: %s; webhook secret %s",
+        "starting%s on %s:%d; Mattermost: %s; database: %s; webhook secret %s",
+        f" worker pid {os.getpid()}" if ready_fd is not None else "",
         settings.server.host,
         settings.server.port,
         settings.mattermost.url or "console (no mattermost.url configured)",
@@ -123,6 +150,8 @@ def cmd_serve(settings: Settings) -> int:
         settings.server,
         shutdown_timeout=min(REQUEST_DRAIN_SECONDS, grace * REQUEST_DRAIN_SHARE),
         before_stop=functools.partial(begin_shutdown, app, grace * POSTS_DRAIN_SHARE),
+        reuse_port=ready_fd is not None,
+        listening=None if ready_fd is None else functools.partial(notify_listening, ready_fd),
     )
     # Everything with state is closed by now. A thread still running is a call waiting on its
     # network timeout (a Jira request in the gateway's pool, say), which the interpreter would
@@ -264,6 +293,13 @@ async def _stats(settings: Settings) -> int:
         await db.close()
 
 
+def _worker_count(text: str) -> int:
+    n = int(text)
+    if not 1 <= n <= 64:
+        raise argparse.ArgumentTypeError("takes a number from 1 to 64")
+    return n
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jira-chatops", description="Jira chat-ops bot for Mattermost")
     parser.add_argument(
@@ -271,6 +307,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = sub.add_parser("serve", help="run the bot")
+    serve.add_argument(
+        "--workers",
+        type=_worker_count,
+        metavar="N",
+        help="processes serving the port, each a replica (PostgreSQL only; default: server.workers)",
+    )
+    serve.add_argument("--worker-ready-fd", type=int, help=argparse.SUPPRESS)
     sub.add_parser("check-config", help="validate the configuration and exit")
     sub.add_parser("gate", help="pipeline client of the change gate (see `jira-chatops gate --help`)")
     url = sub.add_parser("webhook-url", help="print the webhook URLs to enter in Jira")
@@ -317,7 +360,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"jira-chatops: {e}", file=sys.stderr)
         return 2
     if args.command == "serve":
-        return cmd_serve(settings)
+        config = getattr(args, "config_sub", None) or args.config
+        workers = args.workers or settings.server.workers
+        if args.worker_ready_fd is None and workers > 1:
+            return cmd_serve_workers(settings, workers, config)
+        return cmd_serve(settings, args.worker_ready_fd)
     if args.command == "check-config":
         # Empty secrets are meant to come from the environment: warnings, not errors.
         needed, optional = empty_secrets(settings)

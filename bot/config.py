@@ -51,6 +51,9 @@ class ServerSettings(_Section):
     # From SIGTERM to exit: half of it for the posts in flight to finish (claims still held
     # after that are released to the other replicas), the rest for requests and closing.
     shutdown_grace_seconds: float = Field(10.0, ge=1, le=600)
+    # Processes serving one port (SO_REUSEPORT), each a replica of its own; above 1 needs
+    # PostgreSQL (bot.supervisor).
+    workers: int = Field(1, ge=1, le=64)
 
     @field_validator("public_url")
     @classmethod

@@ -182,11 +182,15 @@ def serve(
     *,
     shutdown_timeout: float,
     before_stop: Callable[[], Awaitable[None]] | None = None,
+    reuse_port: bool = False,
+    listening: Callable[[], None] | None = None,
 ) -> None:
     """Run `app` until SIGINT or SIGTERM, as `web.run_app` does, with the guards above.
 
     `before_stop` runs on the signal while the server still answers (a replica's clean stop:
-    readiness 503, posts in flight finished, claims released), before it stops listening."""
+    readiness 503, posts in flight finished, claims released), before it stops listening.
+    `reuse_port`: bind with SO_REUSEPORT, beside the other workers of `serve --workers N`;
+    `listening` is called once the port is bound."""
 
     async def main() -> None:
         runner = GuardedAppRunner(
@@ -203,7 +207,9 @@ def serve(
             loop.add_signal_handler(sig, stop.set)
         await runner.setup()
         try:
-            await web.TCPSite(runner, settings.host, settings.port).start()
+            await web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None).start()
+            if listening is not None:
+                listening()
             await stop.wait()
             if before_stop is not None:
                 await before_stop()
