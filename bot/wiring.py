@@ -39,6 +39,7 @@ from bot.notify.planner import NotificationPlanner
 from bot.notify.sender import DirectMessageSender
 from bot.pipeline.delivery import DeliveryWorker
 from bot.pipeline.issue_fetch import IssueFetcher
+from bot.pipeline.jql_check import JqlChecker
 from bot.pipeline.processor import EventProcessor
 from bot.pipeline.subscriptions import SubscriptionCache
 from bot.security.signing import ContextSigner, derive_key
@@ -259,6 +260,13 @@ def personal_features(
         gateway=deps.jira,
         instances=deps.instances,
         accounts=deps.accounts,
+        clock=deps.clock,
+        cache_seconds=settings.jira.issue_cache_seconds,
+    )
+    # Subscriptions' JQL only Jira can answer (`jql_check: jira`), asked with the service account.
+    processor.jql_checks = JqlChecker(
+        gateway=deps.jira,
+        instances=deps.instances,
         clock=deps.clock,
         cache_seconds=settings.jira.issue_cache_seconds,
     )

@@ -447,6 +447,45 @@ class JiraSession:
 
         return await self._call(call)
 
+    async def issue_matches_jql(self, jql: str, issue: str) -> bool:
+        """Whether the issue (id or key) matches `jql`, as Jira's search says:
+        `(<jql>) AND issue = <issue>`, one result at most."""
+        found = await self.search(f"({jql}) AND issue = {issue}", fields=("id",), max_results=1)
+        return bool(found)
+
+    async def custom_field_names(self) -> dict[str, str]:
+        """Custom field name -> id from GET /rest/api/2/field. A name several custom fields share
+        is left out (JQL cannot tell them apart by name either)."""
+
+        def call(c: Connection) -> dict[str, str]:
+            data = c.request("GET", "field")
+            seen: dict[str, str] = {}
+            shared: set[str] = set()
+            for field in data if isinstance(data, list) else []:
+                if not isinstance(field, dict) or not field.get("custom"):
+                    continue
+                name, field_id = str(field.get("name") or ""), str(field.get("id") or "")
+                if not name or not field_id:
+                    continue
+                folded = name.casefold()
+                if folded in seen and seen[folded] != field_id:
+                    shared.add(folded)
+                seen.setdefault(folded, field_id)
+            return {name: fid for name, fid in seen.items() if name not in shared}
+
+        return await self._call(call)
+
+    async def priority_names(self) -> list[str]:
+        """The instance's priorities, from the highest to the lowest (GET /rest/api/2/priority
+        lists them in that order)."""
+
+        def call(c: Connection) -> list[str]:
+            data = c.request("GET", "priority")
+            items = data if isinstance(data, list) else []
+            return [str(p["name"]) for p in items if isinstance(p, dict) and p.get("name")]
+
+        return await self._call(call)
+
 
 def _wanted(issue_type: RestIssueTypeMeta, issue_type_ids: Sequence[str] | None) -> bool:
     return issue_type_ids is None or (issue_type.id or "") in issue_type_ids

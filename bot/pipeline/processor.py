@@ -57,6 +57,12 @@ class IssueReader(Protocol):
     async def display_names(self, instance_id: str, jira_ids: list[str]) -> dict[str, str]: ...
 
 
+class JqlAnswers(Protocol):
+    """Asks Jira the JQL only it can answer (bot.pipeline.jql_check.JqlChecker)."""
+
+    async def answers(self, questions: list[str], event: IssueEvent, instance_id: str) -> dict[str, bool]: ...
+
+
 DROPPED = "dropped: "
 
 
@@ -97,9 +103,11 @@ def plan_deliveries(
     settings: ChannelPostSettings,
     new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
     mentions: MentionLookup = no_mentions,
+    jira: Mapping[str, bool] | None = None,
 ) -> Plan:
     """What to post, where, for one stored webhook. Pure apart from `new_id`; `mentions` maps
-    Jira users to the Mattermost usernames of those who connected."""
+    Jira users to the Mattermost usernames of those who connected; `jira` holds Jira's answers
+    to the index's `jira_questions`."""
     if event is None:
         return Plan("ignored", ())
 
@@ -110,7 +118,7 @@ def plan_deliveries(
         if channel_id and legacy_matches(LegacyOptions.from_query(item.params), event):
             targets.append((channel_id, None))
     else:
-        targets.extend(index.match_targets(event, instance_id))
+        targets.extend(index.match_targets(event, instance_id, jira=jira))
     if not targets:
         return Plan("unrouted", (), event)
 
@@ -200,6 +208,9 @@ class EventProcessor:
         # Completes Cloud's thin comment events and names mentioned users; without it, a thin
         # event is routed only when its issue's security level is remembered.
         self.issues: IssueReader | None = None
+        # Answers subscriptions' JQL that only Jira can (`jql_check: jira`); without it, such
+        # JQL matches only when its local clauses settle it.
+        self.jql_checks: JqlAnswers | None = None
         self._ignored = metrics.webhooks.labels("ignored")
         for kind in sorted(STANDARD_KINDS):  # every series from the start, at 0
             metrics.events.labels(kind)
@@ -419,7 +430,12 @@ class EventProcessor:
         mentions: MentionLookup = no_mentions
         if event is not None:
             event, mentions = await self._mentions(item, event)
-        plan = plan_deliveries(item, event, index, self._settings, mentions=mentions)
+        jira: dict[str, bool] | None = None
+        if event is not None and item.route == "firehose" and self.jql_checks is not None:
+            questions = index.jira_questions(event, instance_of(item, event))
+            if questions:  # raises JiraUnavailable when Jira is busy: the event waits
+                jira = await self.jql_checks.answers(questions, event, instance_of(item, event))
+        plan = plan_deliveries(item, event, index, self._settings, mentions=mentions, jira=jira)
         if event is None or item.route != "firehose":
             return plan
         deliveries = plan.deliveries

@@ -32,7 +32,11 @@ Behaviour copied from Jira where tests depend on it:
   and answered as a list of attachment objects. `attachments_enabled = False` answers 403 as a
   site with attachments switched off does.
 - Searches understand a JQL subset (`field =, !=, in, not in, is [not] EMPTY` joined by AND/OR,
-  `currentUser()`, ORDER BY ignored) and cap page sizes at `max_results_cap`.
+  parentheses, `currentUser()`, ORDER BY ignored) and cap page sizes at `max_results_cap`; JQL
+  beyond it is answered from `jql_answers` (canned issue keys per JQL) when asked as
+  `(<JQL>) AND issue = <id or key>`, as subscriptions checked by Jira ask it.
+- GET /rest/api/2/field lists a few system fields and `custom_fields`; GET /rest/api/2/priority
+  lists `priorities` from the highest to the lowest.
 - Injected failures (`fail_next`) answer before authentication, 429/503 with `Retry-After`
   when given; `latency` delays every answer. `max_in_flight` records peak concurrency.
 

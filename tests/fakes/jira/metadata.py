@@ -21,6 +21,63 @@ class ProjectsAndCreateMeta:
     State lives on `FakeJira` (server.py).
     """
 
+    async def _fields(self, request: web.Request) -> web.Response:
+        """GET /rest/api/2/field: system fields and the custom fields (`custom_fields`), in Jira's
+        shape (`clauseNames` are the names JQL accepts)."""
+        self._current(request)
+        system = [("summary", "Summary", "string"), ("priority", "Priority", "priority")]
+        system += [("labels", "Labels", "array"), ("status", "Status", "status")]
+        found: list[dict[str, Any]] = [
+            {
+                "id": fid,
+                "key": fid,
+                "name": name,
+                "custom": False,
+                "orderable": True,
+                "navigable": True,
+                "searchable": True,
+                "clauseNames": [fid],
+                "schema": {"type": kind, "system": fid},
+            }
+            for fid, name, kind in system
+        ]
+        for fid, name in self.custom_fields.items():
+            number = fid.removeprefix("customfield_")
+            found.append(
+                {
+                    "id": fid,
+                    "key": fid,
+                    "name": name,
+                    "untranslatedName": name,
+                    "custom": True,
+                    "orderable": True,
+                    "navigable": True,
+                    "searchable": True,
+                    "clauseNames": [f"cf[{number}]", name],
+                    "schema": {"type": "any", "custom": "com.example:field", "customId": int(number)},
+                }
+            )
+        return _json(found)
+
+    async def _priorities(self, request: web.Request) -> web.Response:
+        """GET /rest/api/2/priority: the priorities from the highest to the lowest, as Jira
+        lists them."""
+        self._current(request)
+        base = str(request.url.origin())
+        return _json(
+            [
+                {
+                    "self": f"{base}/rest/api/2/priority/{pid}",
+                    "statusColor": "#cfcfcf",
+                    "description": f"{name} priority.",
+                    "iconUrl": f"{base}/images/icons/priorities/{name.lower()}.svg",
+                    "name": name,
+                    "id": pid,
+                }
+                for name, pid in self.priorities.items()
+            ]
+        )
+
     async def _projects(self, request: web.Request) -> web.Response:
         user = self._current(request)
         visible = [p for p in self.projects.values() if self._can_browse(user, p)]

@@ -101,8 +101,19 @@ class Search:
 
     def _run_jql(self, request: web.Request, jql: str) -> list[dict[str, Any]]:
         user = self._current(request)
-        matcher = _parse_jql(jql, self, user)
+        matcher = self._answered_jql(jql) or _parse_jql(jql, self, user)
         return [i for i in self.issues.values() if self._can_see(user, i) and matcher(i)]
+
+    def _answered_jql(self, jql: str) -> Any:
+        """`(<JQL>) AND issue = <id or key>` with <JQL> in `jql_answers`: the canned answer."""
+        found = _ONE_ISSUE.fullmatch(jql.strip())
+        if found is None or found["inner"].strip() not in self.jql_answers:
+            return None
+        keys, wanted = self.jql_answers[found["inner"].strip()], found["issue"].strip("\"'").casefold()
+        if not any(wanted in (i["key"].casefold(), i["id"]) for i in self.issues.values()):
+            # What Jira answers when `issue =` names an issue it does not know.
+            raise _jql_error(f"An issue with key '{found['issue']}' does not exist for field 'issue'.")
+        return lambda issue: issue["key"] in keys and wanted in (issue["key"].casefold(), issue["id"])
 
 
 # -- a small JQL subset -------------------------------------------------------------------------------
@@ -110,6 +121,7 @@ class Search:
 _TOKEN_RE = re.compile(
     r'\s*(?:(?P<str>"[^"]*"|\'[^\']*\')|(?P<op>!=|=|\(|\)|,)|(?P<word>[^\s=!(),"\']+(?:\(\))?))'
 )
+_ONE_ISSUE = re.compile(r"\((?P<inner>.*)\)\s+AND\s+issue\s*=\s*(?P<issue>\S+)", re.IGNORECASE | re.DOTALL)
 _JQL_FIELDS = {
     "project": "project",
     "key": "key",
@@ -143,7 +155,7 @@ def _tokenize(jql: str) -> list[str]:
 
 def _parse_jql(jql: str, fake: FakeJira, user: FakeUser) -> Any:
     """`field (=|!=|in|not in|is|is not) value` clauses joined by AND/OR (AND binds tighter),
-    ORDER BY ignored. Enough for the bot's queries."""
+    parentheses, ORDER BY ignored. Enough for the bot's queries."""
     tokens = _tokenize(re.split(r"\border\s+by\b", jql, flags=re.IGNORECASE)[0])
     pos = 0
 
@@ -162,6 +174,12 @@ def _parse_jql(jql: str, fake: FakeJira, user: FakeUser) -> Any:
         return token[1:-1] if token[:1] in "\"'" else token
 
     def clause() -> Any:
+        if pos < len(tokens) and tokens[pos] == "(":
+            take()
+            inner = disjunction()
+            if take() != ")":
+                raise _jql_error("Error in the JQL Query: expected ')'.")
+            return inner
         name = take()
         attr = _JQL_FIELDS.get(name.lower())
         if attr is None:
@@ -219,12 +237,16 @@ def _parse_jql(jql: str, fake: FakeJira, user: FakeUser) -> Any:
             tests.append(clause())
         return lambda issue: all(t(issue) for t in tests)
 
+    def disjunction() -> Any:
+        alternatives = [conjunction()]
+        while pos < len(tokens) and tokens[pos].lower() == "or":
+            take()
+            alternatives.append(conjunction())
+        return lambda issue: any(a(issue) for a in alternatives)
+
     if not tokens:
         return lambda issue: True
-    alternatives = [conjunction()]
-    while pos < len(tokens) and tokens[pos].lower() == "or":
-        take()
-        alternatives.append(conjunction())
+    matcher = disjunction()
     if pos != len(tokens):
         raise _jql_error(f"Error in the JQL Query: unexpected '{tokens[pos]}'.")
-    return lambda issue: any(a(issue) for a in alternatives)
+    return matcher

@@ -26,6 +26,7 @@ from tests.fakes.jira.common import (
     _USER,
     DEFAULT_ISSUE_TYPES,
     DEFAULT_WORKFLOW,
+    PRIORITIES,
     FakeProject,
     FakeUser,
     Flavour,
@@ -80,6 +81,14 @@ class FakeJira(UsersAndServer, ProjectsAndCreateMeta, Issues, Search, Views):
         }
         self.issue_type_ids: dict[str, str] = dict(DEFAULT_ISSUE_TYPES)
         self.security_levels: dict[str, tuple[str, set[str]]] = {}  # name -> (id, member user ids)
+        # GET /field lists these custom fields (id -> name); GET /priority these priorities
+        # (name -> id), from the highest to the lowest.
+        self.custom_fields: dict[str, str] = {}
+        self.priorities: dict[str, str] = dict(PRIORITIES)
+        # Searches whose JQL the fake cannot evaluate (`watcher = x`, `sprint in openSprints()`):
+        # JQL text -> the keys of the issues Jira would find. `(<JQL>) AND issue = <id or key>`
+        # is answered from it.
+        self.jql_answers: dict[str, set[str]] = {}
         self.requests: list[JiraRequest] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -315,6 +324,8 @@ class FakeJira(UsersAndServer, ProjectsAndCreateMeta, Issues, Search, Views):
             ("POST", "/rest/api/2/issue/{key}/attachments", self._add_attachments),
             ("GET", "/rest/api/2/user/assignable/search", self._assignable),
             ("GET", "/rest/api/2/user", self._get_user),
+            ("GET", "/rest/api/2/field", self._fields),
+            ("GET", "/rest/api/2/priority", self._priorities),
         ]
         for version in ("2", "3"):
             for method in ("GET", "POST"):
