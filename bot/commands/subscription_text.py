@@ -9,7 +9,8 @@ The one-line form is a name followed by `key=value` options:
 Lists are comma-separated; a value with spaces is quoted. `fields` holds field filters
 (`key inclusion values`, values comma-separated) separated by `;` (or newlines in the dialog).
 `jql` holds a JQL filter (`jql='labels = customer AND status = "In Progress"'`), compiled here so
-that a broken one is refused with its column; `jql=""` removes it.
+that a broken one is refused with its column; `jql=""` removes it. `jql_check=jira` lets Jira
+check the clauses the bot cannot answer (`check_jql`, with the instance's service account).
 """
 
 from __future__ import annotations
@@ -19,9 +20,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from bot.jira.events import EVENT_CREATED, EVENT_UPDATED_STATUS
-from bot.routing.jql import JqlError
+from bot.routing.jql import JiraNames, JqlError, NamesUnknown
 from bot.routing.matcher import compile_subscription_jql
-from bot.routing.model import FieldFilter, Inclusion, Subscription, SubscriptionFilters
+from bot.routing.model import (
+    JQL_CHECK_JIRA,
+    JQL_CHECK_LOCAL,
+    JQL_CHECKS,
+    FieldFilter,
+    Inclusion,
+    Subscription,
+    SubscriptionFilters,
+)
 from bot.routing.vocabulary import CUSTOM_FIELD_EVENT_HINT as CUSTOM_FIELD_EVENT_HINT
 from bot.routing.vocabulary import EVENT_CHOICES as EVENT_CHOICES
 from bot.routing.vocabulary import (
@@ -34,7 +43,7 @@ from bot.routing.vocabulary import (
 )
 
 # Option keys of the one-line form, with the spellings people type for them.
-OPTION_KEYS: tuple[str, ...] = ("name", "projects", "events", "issue_types", "fields", "jql")
+OPTION_KEYS: tuple[str, ...] = ("name", "projects", "events", "issue_types", "fields", "jql", "jql_check")
 _KEY_ALIASES = {
     "name": "name",
     "projects": "projects",
@@ -48,6 +57,8 @@ _KEY_ALIASES = {
     "fields": "fields",
     "field": "fields",
     "jql": "jql",
+    "jql_check": "jql_check",
+    "jqlcheck": "jql_check",
 }
 _OPTION_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
@@ -81,12 +92,21 @@ class SubscriptionDraft:
     events: tuple[str, ...] | None = None
     fields: tuple[FieldFilter, ...] | None = None
     jql: str | None = None  # "" removes the JQL filter
+    jql_check: str | None = None  # JQL_CHECK_LOCAL or JQL_CHECK_JIRA
 
     @property
     def has_options(self) -> bool:
         return any(
             v is not None
-            for v in (self.rename, self.projects, self.issue_types, self.events, self.fields, self.jql)
+            for v in (
+                self.rename,
+                self.projects,
+                self.issue_types,
+                self.events,
+                self.fields,
+                self.jql,
+                self.jql_check,
+            )
         )
 
     def apply(self, filters: SubscriptionFilters | None = None) -> SubscriptionFilters:
@@ -98,6 +118,7 @@ class SubscriptionDraft:
             issue_types=self.issue_types if self.issue_types is not None else base.issue_types,
             fields=self.fields if self.fields is not None else base.fields,
             jql=(self.jql or None) if self.jql is not None else base.jql,
+            jql_check=self.jql_check if self.jql_check is not None else base.jql_check,
         )
 
 
@@ -173,13 +194,45 @@ def parse_field_filters(text: str, field: str = "fields") -> tuple[FieldFilter, 
 
 
 def parse_jql(text: str, field: str = "jql") -> str:
-    """JQL the bot can evaluate, as typed ("" when empty); refused with the column of the problem."""
+    """JQL as typed ("" when empty), refused with the column of the problem when broken. Whether
+    the bot can answer every clause is `check_jql`'s question, once the instance is known."""
     jql = text.strip()
     try:
-        compile_subscription_jql(jql)
+        compile_subscription_jql(jql, jira_check=True)
+    except NamesUnknown:
+        pass  # the instance's priority order may settle it (check_jql)
     except JqlError as e:
         raise SubscriptionTextError(field, f"{e}.") from None
     return jql
+
+
+def parse_jql_check(text: str, field: str = "jql_check") -> str:
+    """Who answers the JQL clauses the bot cannot: `local` (nobody: they are refused) or `jira`."""
+    value = text.strip().lower() or JQL_CHECK_LOCAL
+    if value not in JQL_CHECKS:
+        raise SubscriptionTextError(
+            field,
+            f"`{text.strip()}` is not a choice; use `{JQL_CHECK_JIRA}` (Jira checks the clauses the "
+            f"bot cannot answer, with the instance's service account) or `{JQL_CHECK_LOCAL}`.",
+        )
+    return value
+
+
+def check_jql(filters: SubscriptionFilters, *, names: JiraNames | None, service_account: bool) -> None:
+    """The subscription's JQL can be evaluated on the instance: by the bot alone, or with
+    `jql_check: jira` by Jira for what the bot cannot answer, which needs the service account."""
+    jira = filters.jql_check == JQL_CHECK_JIRA
+    if jira and not service_account:
+        raise SubscriptionTextError(
+            "jql_check",
+            f"`{JQL_CHECK_JIRA}` asks Jira with the Jira instance's service account, and this "
+            "instance has none; ask a bot administrator to configure one, or remove the clauses "
+            "the bot cannot answer.",
+        )
+    try:
+        compile_subscription_jql(filters.jql, jira_check=jira, names=names, offer_jira=service_account)
+    except JqlError as e:
+        raise SubscriptionTextError("jql", f"{e}.") from None
 
 
 def check_complete(filters: SubscriptionFilters) -> None:
@@ -252,6 +305,7 @@ def parse_command(words: Sequence[str]) -> SubscriptionDraft:
     projects, events = joined("projects", ","), joined("events", ",")
     issue_types, fields = joined("issue_types", ","), joined("fields", ";")
     jql = values["jql"][-1] if "jql" in values else None
+    jql_check = values["jql_check"][-1] if "jql_check" in values else None
     return SubscriptionDraft(
         name=" ".join(" ".join(name_words).split()),
         rename=parse_name(renamed[-1]) if renamed else None,
@@ -260,6 +314,7 @@ def parse_command(words: Sequence[str]) -> SubscriptionDraft:
         events=parse_events(events) if events is not None else None,
         fields=parse_field_filters(fields) if fields is not None else None,
         jql=parse_jql(jql) if jql is not None else None,
+        jql_check=parse_jql_check(jql_check) if jql_check is not None else None,
     )
 
 
@@ -298,4 +353,6 @@ def format_command(sub: Subscription) -> str:
         parts.append("fields=" + _quote(format_field_filters(f.fields)))
     if f.jql:
         parts.append("jql=" + _quote(f.jql))
+    if f.jql_check != JQL_CHECK_LOCAL:
+        parts.append(f"jql_check={f.jql_check}")
     return " ".join(parts)

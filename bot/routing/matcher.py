@@ -230,11 +230,16 @@ def event_time(event: IssueEvent) -> datetime:
 
 
 def compile_subscription_jql(
-    jql: str | None, *, jira_check: bool = False, names: JiraNames | None = None
+    jql: str | None,
+    *,
+    jira_check: bool = False,
+    names: JiraNames | None = None,
+    offer_jira: bool = True,
 ) -> CompiledJql | None:
     """The subscription's JQL compiled; None without JQL. Raises JqlError when the JQL is broken
     or, unless `jira_check` (the subscription's `jql_check: jira`), has clauses only Jira can
-    answer (naming the first). `names`: the instance's custom field names and priority order."""
+    answer (naming the first; `offer_jira`: saying Jira could check it). `names`: the instance's
+    custom field names and priority order."""
     if jql is None or not jql.strip():
         return None
     compiled = compile_jql(
@@ -244,10 +249,14 @@ def compile_subscription_jql(
     )
     if compiled.remote_clauses and not jira_check:
         remote = compiled.remote_clauses[0]
+        offer = (
+            f", or let Jira check it (`{JQL_CHECK_JIRA_OPTION}`, with the instance's service account)"
+            if offer_jira
+            else ""
+        )
         raise JqlError(
-            f"`{remote.clause}` cannot be answered by the bot ({remote.reason}); remove it, "
-            f"rewrite it with fields of the issue, or let Jira check it (`{JQL_CHECK_JIRA_OPTION}`, "
-            "with the instance's service account)",
+            f"`{remote.clause}` cannot be answered by the bot ({remote.reason}); remove it or "
+            f"rewrite it with fields of the issue{offer}",
             remote.column,
         )
     return compiled

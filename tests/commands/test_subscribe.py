@@ -215,6 +215,7 @@ async def test_dialog_add_announces_and_routes_the_next_webhook(h: Harness) -> N
         "events",
         "fields",
         "jql",
+        "jql_check",
     ]
     assert "event_updated_customfield_NNNNN" in opened["introduction_text"]
 
@@ -272,6 +273,7 @@ async def test_dialog_edit_is_prefilled_and_saves(h: Harness) -> None:
         "events": "event_created, event_updated_status",
         "fields": "priority include_any High,Highest",
         "jql": "",
+        "jql_check": "local",
     }
     status, body = await h.submit("alice", {**defaults, "events": "event_created_comment", "fields": ""})
     assert (status, body) == (200, {})

@@ -26,6 +26,7 @@ from bot.commands.subscription_text import (
     EVENT_CHOICES,
     SubscriptionTextError,
     check_complete,
+    check_jql,
     event_order,
     format_command,
     format_field_filters,
@@ -34,12 +35,14 @@ from bot.commands.subscription_text import (
     parse_field_filters,
     parse_issue_types,
     parse_jql,
+    parse_jql_check,
     parse_name,
     parse_projects,
 )
 from bot.commands.table import COMMANDS, dialog
 from bot.instances import Instance
 from bot.jira.client import JiraSession
+from bot.jira.errors import JiraError
 from bot.jira.events import EVENT_CREATED, IssueEvent, IssueSnapshot, with_issue
 from bot.jira.models import Issue
 from bot.mattermost.models import DeliveryError
@@ -48,10 +51,14 @@ from bot.mattermost.payloads import (
     CommandResponse,
     Dialog,
     DialogElement,
+    DialogOption,
     DialogResponse,
 )
+from bot.pipeline.jql_check import JqlChecker, ask_jira, issue_ref
 from bot.routing.explain import explain
-from bot.routing.model import Subscription, SubscriptionFilters
+from bot.routing.jql import JiraNames, JqlError
+from bot.routing.matcher import compile_subscription_jql, needs_names
+from bot.routing.model import JQL_CHECK_JIRA, JQL_CHECK_LOCAL, Subscription, SubscriptionFilters
 from bot.store.interfaces import CHANNEL_ANNOUNCEMENT, NewDelivery, SubscriptionRecord, SubscriptionSource
 
 log = logging.getLogger(__name__)
@@ -150,6 +157,26 @@ async def check_projects(session: JiraSession, projects: tuple[str, ...] | froze
         )
 
 
+async def jira_names(caller: Caller, inst: Instance, jql: str | None) -> JiraNames | None:
+    """What the bot learnt of the instance from Jira (custom field names, priority order), read
+    again when the JQL names something it does not know."""
+    names_cache = caller.deps.subscriptions.names
+    if names_cache is None:
+        return None
+    names = names_cache.get(inst.url)
+    if jql and needs_names(jql, names):
+        names = await names_cache.learn(inst.url, force=True)
+    return names
+
+
+async def check_subscription_jql(caller: Caller, inst: Instance, filters: SubscriptionFilters) -> None:
+    """The JQL can be evaluated on the instance (raises SubscriptionTextError naming the clause)."""
+    if not filters.jql and filters.jql_check == JQL_CHECK_LOCAL:
+        return
+    names = await jira_names(caller, inst, filters.jql)
+    check_jql(filters, names=names, service_account=inst.service_account is not None)
+
+
 # -- lookups and storage -------------------------------------------------------------------------
 
 
@@ -217,7 +244,8 @@ def _summary(sub: Subscription, caller: Caller, source: str) -> str:
     if f.fields:
         parts.append(f"{len(f.fields)} field filter{'s' if len(f.fields) > 1 else ''}")
     if f.jql:
-        parts.append(f"JQL `{f.jql}`")
+        checked = " (checked by Jira where the bot cannot)" if f.jql_check == JQL_CHECK_JIRA else ""
+        parts.append(f"JQL `{f.jql}`{checked}")
     if len(caller.deps.instances.all()) > 1:
         inst = caller.deps.instances.find(sub.instance_id)
         parts.append(f"on {inst.alias or inst.url if inst else sub.instance_id}")
@@ -241,6 +269,8 @@ async def _details(sub: Subscription, caller: Caller) -> str:
         lines += [f"  * `{line}`" for line in format_field_filters(f.fields, "\n").splitlines()]
     if f.jql:
         lines.append(f"* JQL: `{f.jql}`")
+        if f.jql_check == JQL_CHECK_JIRA:
+            lines.append("* JQL clauses the bot cannot answer: checked by Jira (service account)")
     if sub.created_by and sub.created_by != "config":
         lines.append(f"* Added by {await _user_label(caller, sub.created_by)}")
     lines += ["", "As one line:", "```", f"/jira subscribe edit {format_command(sub)}", "```"]
@@ -338,10 +368,13 @@ async def subscribe_test(ctx: CommandContext) -> CommandResponse:
     found = await _named(ctx, ctx.channel_id, " ".join(name_words), editable=False)
     sub = found.subscription
     session = await ctx.jira(_instance_of(ctx, sub))
+    inst = _instance_of(ctx, sub)
     data = await session.issue_json(key.upper(), "*all")
     base = IssueEvent("jira:issue_updated", "", frozenset(), IssueSnapshot(id="", key="", self_url=""))
     event = with_issue(base, Issue.model_validate(data))
-    result = explain(sub, event, ctx.now())
+    names = await jira_names(ctx, inst, sub.filters.jql)
+    jira = await _jira_answer(ctx, inst, sub, event, names)
+    result = explain(sub, event, ctx.now(), names=names, jira=jira)
     verdict = "would reach" if result.matched else "would not reach"
     lines = [f"**{_md(event.issue.key or key)}** {verdict} **{_md(sub.name)}**:", ""]
     lines += [f"* {line}" for line in result.lines]
@@ -350,11 +383,36 @@ async def subscribe_test(ctx: CommandContext) -> CommandResponse:
     return CommandResponse.ephemeral("\n".join(lines))
 
 
+async def _jira_answer(
+    caller: Caller, inst: Instance, sub: Subscription, event: IssueEvent, names: JiraNames | None
+) -> bool | None:
+    """Jira's answer for the subscription's JQL when it has clauses Jira checks, asked as the
+    bot asks it for events (the service account); None when it has none or Jira cannot answer now."""
+    f = sub.filters
+    if f.jql_check != JQL_CHECK_JIRA:
+        return None
+    try:
+        compiled = compile_subscription_jql(f.jql, jira_check=True, names=names)
+    except JqlError:
+        return None
+    if compiled is None or not compiled.remote_clauses:
+        return None
+    checker = JqlChecker(gateway=caller.deps.jira, instances=caller.deps.instances, clock=caller.now)
+    service = checker.session(inst.url)
+    if service is None:
+        return None
+    try:
+        return await ask_jira(service, compiled.source, issue_ref(event))
+    except JiraError as e:
+        log.info("subscribe test: Jira did not answer the JQL check (%s)", e.kind)
+        return None
+
+
 @COMMANDS.command(
     "subscribe add",
     help=f"Subscribe this channel to Jira events: opens a dialog, or in one line: {TEXT_FORM}",
     usage='[NAME projects=KEYS events=EVENTS [issue_types=TYPES] [fields="KEY INCLUSION VALUES; …"] '
-    "[jql='JQL']]",
+    "[jql='JQL' [jql_check=jira]]]",
     instance_option=True,
 )
 async def subscribe_add(ctx: CommandContext) -> CommandResponse:
@@ -374,6 +432,7 @@ async def subscribe_add(ctx: CommandContext) -> CommandResponse:
         name = parse_name(name)
         filters = draft.apply()
         check_complete(filters)
+        await check_subscription_jql(ctx, inst, filters)
         await check_projects(session, filters.projects)
     except SubscriptionTextError as e:
         raise CommandError(e.message) from None
@@ -400,7 +459,7 @@ async def subscribe_add(ctx: CommandContext) -> CommandResponse:
 @COMMANDS.command(
     "subscribe edit",
     help="Change a subscription: opens the dialog, or give the options to change in one line",
-    usage="NAME [name=NEW] [projects=…] [events=…] [issue_types=…] [fields=…] [jql=…]",
+    usage="NAME [name=NEW] [projects=…] [events=…] [issue_types=…] [fields=…] [jql=…] [jql_check=…]",
 )
 async def subscribe_edit(ctx: CommandContext) -> CommandResponse:
     try:
@@ -419,6 +478,7 @@ async def subscribe_edit(ctx: CommandContext) -> CommandResponse:
     try:
         filters = draft.apply(old.filters)
         check_complete(filters)
+        await check_subscription_jql(ctx, inst, filters)
         if draft.projects is not None:
             await check_projects(session, filters.projects)
     except SubscriptionTextError as e:
@@ -538,6 +598,19 @@ def subscription_dialog(caller: Caller, inst: Instance, sub: Subscription | None
                 "above; with it, Projects may be left empty.",
                 optional=True,
             ),
+            DialogElement(
+                display_name="JQL the bot cannot answer",
+                name="jql_check",
+                type="select",
+                default=f.jql_check,
+                help_text="membersOf(), watcher, sprint in openSprints() ...: refused, or checked by "
+                "Jira for each event with the instance's service account.",
+                options=[
+                    DialogOption(text="Refuse it", value=JQL_CHECK_LOCAL),
+                    DialogOption(text="Let Jira check it", value=JQL_CHECK_JIRA),
+                ],
+                optional=True,
+            ),
         ],
         submit_label="Save",
         state=state,
@@ -565,6 +638,7 @@ def _parse_dialog(submission: Mapping[str, Any]) -> tuple[str, SubscriptionFilte
         events=read("events", parse_events, ()),
         fields=read("fields", parse_field_filters, ()),
         jql=read("jql", parse_jql, None),
+        jql_check=read("jql_check", parse_jql_check, JQL_CHECK_LOCAL),
     )
     if not errors:
         try:
@@ -587,6 +661,7 @@ async def subscription_submitted(ctx: DialogContext) -> DialogResponse | None:
     if errors:
         return DialogResponse(errors=errors)
     try:
+        await check_subscription_jql(ctx, inst, filters)
         await check_projects(session, filters.projects)
     except SubscriptionTextError as e:
         return DialogResponse(errors={e.field: e.problem})
