@@ -27,6 +27,16 @@ from pydantic import (
 )
 
 from bot.gate_rules.settings import ChangeGateSettings
+from bot.names import (
+    KnownInstance,
+    bad_project_keys,
+    canonical_field_key,
+    canonical_inclusion,
+    find_known_instance,
+    unknown_field_keys,
+    unknown_inclusion,
+    unknown_instance,
+)
 
 
 class ConfigError(Exception):
@@ -160,18 +170,21 @@ class JiraSettings(_Section):
         seen: set[str] = set()
         for inst in self.instances:
             for name in (inst.url, inst.alias):
-                if name and name in seen:
+                # Instances are named case-insensitively (find_instance).
+                if name and name.casefold() in seen:
                     raise ValueError(f"instance {name!r} is declared twice")
                 if name:
-                    seen.add(name)
+                    seen.add(name.casefold())
         return self
 
+    @property
+    def known_instances(self) -> tuple[KnownInstance, ...]:
+        return tuple(KnownInstance(i.url, i.alias or "") for i in self.instances)
+
     def find_instance(self, name_or_url: str) -> JiraInstanceSettings | None:
-        name = name_or_url.rstrip("/")
-        for inst in self.instances:
-            if name in (inst.url, inst.alias):
-                return inst
-        return None
+        """By URL or alias, case aside: as chat commands name instances."""
+        found = find_known_instance(name_or_url, self.known_instances)
+        return self.instances[self.known_instances.index(found)] if found is not None else None
 
 
 class ChannelPostSettings(_Section):
@@ -203,6 +216,25 @@ class SubscriptionFieldFilterSettings(_Section):
     )
     values: tuple[str, ...] = ()
 
+    # The same checks and sentences as the dialog and `/jira subscribe` (bot.names).
+    @field_validator("key")
+    @classmethod
+    def _known_field(cls, v: str) -> str:
+        key = canonical_field_key(v)
+        if key is None:
+            raise ValueError(unknown_field_keys([v]))
+        return key
+
+    @field_validator("inclusion", mode="before")
+    @classmethod
+    def _known_inclusion(cls, v: Any) -> Any:
+        if not isinstance(v, str):
+            return v
+        inclusion = canonical_inclusion(v)
+        if inclusion is None:
+            raise ValueError(unknown_inclusion(v))
+        return inclusion
+
 
 class SubscriptionFilterSettings(_Section):
     events: tuple[str, ...] = ()
@@ -211,12 +243,35 @@ class SubscriptionFilterSettings(_Section):
     fields: tuple[SubscriptionFieldFilterSettings, ...] = ()
     jql: str | None = None
 
+    @field_validator("projects")
+    @classmethod
+    def _project_keys(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        problem = bad_project_keys(v)
+        if problem:
+            raise ValueError(problem)
+        return tuple(k.strip().upper() for k in v)
+
+
+_CHANNEL_ID = re.compile(r"[a-z0-9]{26}")
+
 
 class SubscriptionSettings(_Section):
     name: str = Field(min_length=1)
     channel: str = Field(min_length=1)  # team/channel names, or a channel id
     instance: str | None = None  # alias or URL; default: the only configured instance
     filters: SubscriptionFilterSettings = SubscriptionFilterSettings()
+
+    @field_validator("channel")
+    @classmethod
+    def _channel_shape(cls, v: str) -> str:
+        # Anything else is looked up at start, found nowhere, and the subscription skipped.
+        team, slash, name = v.strip().partition("/")
+        if (slash and team and name and "/" not in name) or _CHANNEL_ID.fullmatch(v.strip()):
+            return v.strip()
+        raise ValueError(
+            f"`{v}` is neither TEAM/CHANNEL (the names in the channel's URL, such as "
+            "`acme/town-square`) nor a channel id (26 letters and digits)"
+        )
 
 
 class CommandSettings(_Section):
@@ -305,8 +360,8 @@ class Settings(_Section):
                     raise ValueError(
                         "change_gate.instance: required unless jira.instances holds exactly one instance"
                     )
-            elif self.jira.find_instance(name) is None:
-                raise ValueError(f"change_gate: no configured Jira instance {name!r}")
+            elif (problem := unknown_instance(name, self.jira.known_instances)) is not None:
+                raise ValueError(f"change_gate: {problem}")
         return self
 
     @property
@@ -448,12 +503,25 @@ def _yaml_line(text: str, loc: tuple[int | str, ...]) -> int | None:
     return line
 
 
-def _describe(err: ValidationError, text: str | None = None, path: Path | None = None) -> str:
+def env_sources(environ: Mapping[str, str]) -> dict[tuple[str, ...], str]:
+    """The settings keys the environment overrides, each with its variable."""
+    sources = {tuple(dotted.split(".")): var for var, dotted in ENV_KEYS.items() if var in environ}
+    for var in environ:
+        if var.startswith(ENV_PREFIX) and len(var) > len(ENV_PREFIX):
+            sources[tuple(p.lower() for p in var[len(ENV_PREFIX) :].split("__"))] = var
+    return sources
+
+
+def _describe(
+    err: ValidationError,
+    text: str | None = None,
+    path: Path | None = None,
+    env: Mapping[tuple[str, ...], str] | None = None,
+) -> str:
     """Each error as `file:line: key.path: what is wrong`, in YAML's terms, not pydantic's."""
     lines = []
     for e in err.errors():
         loc = tuple(e["loc"])
-        key = ".".join(str(p) for p in loc) or "(top level)"
         msg = _YAML_TERMS.get(e["type"]) or e["msg"].removeprefix("Value error, ")
         if msg.startswith("Input should be "):
             msg = "must be " + msg.removeprefix("Input should be ")
@@ -471,16 +539,70 @@ def _describe(err: ValidationError, text: str | None = None, path: Path | None =
             msg = "unknown key" + (f" (did you mean `{near[0]}`?)" if near else "")
             if known and not near:
                 msg += f"; known keys: {', '.join(known)}"
-        where = _yaml_line(text, loc) if text is not None else None
-        prefix = f"{path}:{where}: " if where is not None and path is not None else ""
-        lines.append(f"  {prefix}{key}: {msg}")
+        lines.append(_located(loc, msg, text, path, env))
     return "invalid configuration:\n" + "\n".join(lines)
+
+
+def _located(
+    loc: tuple[int | str, ...],
+    msg: str,
+    text: str | None,
+    path: Path | None,
+    env: Mapping[tuple[str, ...], str] | None = None,
+) -> str:
+    """`  file:line: key.path: msg`, the line being where the key is written (when it is), or
+    `  VARIABLE: key.path: msg` for a key the environment set."""
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    parts = tuple(str(p) for p in loc)
+    var = next((v for k, v in (env or {}).items() if parts[: len(k)] == k), None)
+    if var is not None:
+        return f"  {var}: {key}: {msg}"
+    where = _yaml_line(text, loc) if text is not None else None
+    prefix = f"{path}:{where}: " if where is not None and path is not None else ""
+    return f"  {prefix}{key}: {msg}"
+
+
+def subscription_problems(settings: Settings) -> list[tuple[tuple[int | str, ...], str]]:
+    """What makes declared subscriptions unusable across keys, which one section's model cannot
+    see: an instance that is not configured (with the same did-you-mean as `--instance`), a
+    missing instance where several are configured, a name declared twice for one channel (the
+    start would refuse it). Each with the key path it is about."""
+    problems: list[tuple[tuple[int | str, ...], str]] = []
+    known = settings.jira.known_instances
+    seen: dict[tuple[str, str], int] = {}
+    for i, declared in enumerate(settings.subscriptions):
+        if declared.instance is not None:
+            problem = unknown_instance(declared.instance, known)
+            if problem:
+                problems.append((("subscriptions", i, "instance"), problem))
+        elif len(known) != 1:
+            listed = ", ".join(inst.label for inst in known) or "none"
+            problems.append(
+                (
+                    ("subscriptions", i, "instance"),
+                    f"is required unless jira.instances holds exactly one instance (it holds: {listed})",
+                )
+            )
+        # Chat commands find a channel's subscriptions by name case-insensitively.
+        named = (declared.channel.casefold(), " ".join(declared.name.split()).casefold())
+        if named in seen:
+            problems.append(
+                (
+                    ("subscriptions", i, "name"),
+                    f"`{declared.name}` is declared twice for channel `{declared.channel}` "
+                    f"(first as subscriptions.{seen[named]}); give each subscription of a channel "
+                    "its own name",
+                )
+            )
+        seen.setdefault(named, i)
+    return problems
 
 
 def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Read the YAML file (if any), apply environment overrides, validate. Raises ConfigError."""
     env = os.environ if environ is None else environ
     data: dict[str, Any] = {}
+    text: str | None = None
     if path is not None:
         p = Path(path)
         try:
@@ -500,7 +622,13 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
             raise ConfigError(f"config file {p} must hold a mapping at the top level")
         data = loaded
     data = apply_env(data, env)
+    file_path = Path(path) if path is not None else None
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_describe(e, text, Path(path)) if path is not None else _describe(e)) from None
+        raise ConfigError(_describe(e, text, file_path, env_sources(env))) from None
+    problems = subscription_problems(settings)
+    if problems:
+        lines = [_located(loc, msg, text, file_path, env_sources(env)) for loc, msg in problems]
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines))
+    return settings

@@ -21,6 +21,7 @@ from bot.mattermost.models import DeliveryError, MattermostNotConfigured
 from bot.mattermost.payloads import ActionFactory
 from bot.metrics import Metrics
 from bot.pipeline.subscriptions import SubscriptionCache
+from bot.routing.vocabulary import KnownInstance, find_known_instance, unknown_instance
 from bot.security.signing import ContextSigner
 from bot.store.db import Database
 
@@ -105,11 +106,14 @@ class Caller:
             raise CommandError(self._admin_unknown or "This command is for Mattermost system admins.")
 
     def instance_named(self, name: str) -> Instance:
-        inst = self.deps.instances.find(name)
-        if inst is None:
-            known = ", ".join(f"`{i.alias or i.url}`" for i in self.deps.instances.all()) or "none yet"
-            raise CommandError(f"There is no Jira instance `{name}` (known: {known}).")
-        return inst
+        """The instance `name` names, found and refused as the config file's subscriptions are
+        (URL or alias, case aside; a did-you-mean otherwise)."""
+        everything = self.deps.instances.all()
+        known = [KnownInstance(i.url, i.alias) for i in everything]
+        found = find_known_instance(name, known)
+        if found is None:
+            raise CommandError(unknown_instance(name, known) or f"There is no Jira instance `{name}`.")
+        return everything[known.index(found)]
 
     async def choose_instance(self, requested: str | None = None) -> Instance:
         """`--instance` when given, else the user's default, else the only instance they are

@@ -1,0 +1,211 @@
+"""The names a subscription or a command may use besides events (field filter keys, inclusions,
+project keys, Jira instances), and the one check of each that every entry point shares (the config
+file, the environment, the dialog, the one-line form, a command's `--instance`), with the same
+sentence and did-you-mean. Pure, and imports nothing of the bot's, so that bot.config (which the
+Jira client imports) can check its subscriptions with it; bot.routing.vocabulary re-exports it
+beside the event names."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+# -- field filter keys ---------------------------------------------------------------------------
+
+# The field ids a field filter may name: those the matcher reads from every issue (the standard
+# fields of bot/jira/events.py `_snapshot`), in the order people read them. Custom fields are
+# `customfield_<digits>`. Keys are compared case-insensitively, as the plugin and the matcher do.
+FIELD_KEY_CHOICES: tuple[str, ...] = (
+    "priority",
+    "status",
+    "statusCategory",
+    "resolution",
+    "issuetype",
+    "labels",
+    "components",
+    "fixVersions",
+    "versions",
+    "assignee",
+    "reporter",
+    "creator",
+    "security",
+    "parent",
+    "duedate",
+    "created",
+    "updated",
+    "resolutiondate",
+)
+CUSTOM_FIELD_KEY_HINT = "customfield_NNNNN"
+CUSTOM_FIELD_KEY = re.compile(r"customfield_(\d+)", re.IGNORECASE)
+# Accepted besides the choices: hand-written configurations name the security level so.
+_FIELD_KEY_SYNONYMS = {"securitylevel": "securitylevel"}
+_FIELD_KEYS = {k.lower(): k for k in FIELD_KEY_CHOICES} | _FIELD_KEY_SYNONYMS
+# Spellings people write for a field (its JQL name, its label, a singular), lower-cased.
+_FIELD_KEY_GUESSES = {
+    "fixversion": "fixVersions",
+    "fix_version": "fixVersions",
+    "fix_versions": "fixVersions",
+    "affectsversion": "versions",
+    "affectsversions": "versions",
+    "affectedversion": "versions",
+    "affectedversions": "versions",
+    "affects_versions": "versions",
+    "version": "versions",
+    "component": "components",
+    "label": "labels",
+    "type": "issuetype",
+    "issue_type": "issuetype",
+    "issuetypes": "issuetype",
+    "security_level": "security",
+    "status_category": "statusCategory",
+    "due": "duedate",
+    "due_date": "duedate",
+    "resolved": "resolutiondate",
+}
+# Filters of the Mattermost Jira plugin whose values come from the plugin's own state (comment
+# visibility groups, team field lookups): the bot has no such values, so a filter on them would
+# silently never match.
+_PLUGIN_ONLY_FIELD_KEYS = {"commentvisibility": "commentVisibility", "teamfield": "teamField"}
+# Fields that are custom fields on Jira Cloud, named by their label.
+_CUSTOM_ON_CLOUD = {"sprint", "epic", "epiclink", "epic_link", "rank", "team", "storypoints", "story_points"}
+
+
+def canonical_field_key(key: str) -> str | None:
+    """The field id as the matcher knows it (`FIXVERSIONS` -> `fixVersions`), None when unknown."""
+    key = key.strip()
+    custom = CUSTOM_FIELD_KEY.fullmatch(key)
+    if custom:
+        return f"customfield_{custom.group(1)}"
+    return _FIELD_KEYS.get(key.lower())
+
+
+def _field_key_hint(key: str) -> str:
+    lowered = key.lower()
+    if lowered in _PLUGIN_ONLY_FIELD_KEYS:
+        return "a filter of the Mattermost Jira plugin that this bot cannot evaluate"
+    digits = re.fullmatch(r"(?:cf\[(\d+)\]|(\d+))", lowered)
+    if digits:
+        return f"did you mean `customfield_{digits.group(1) or digits.group(2)}`?"
+    if lowered.startswith("customfield"):
+        return "a custom field id is `customfield_` and digits, such as `customfield_10072`"
+    if lowered.replace(" ", "") in _CUSTOM_ON_CLOUD:
+        return "a custom field: use its id, such as `customfield_10020`"
+    guess = _FIELD_KEY_GUESSES.get(lowered)
+    if guess is None:
+        close = difflib.get_close_matches(lowered, list(_FIELD_KEYS), n=1, cutoff=0.75)
+        guess = _FIELD_KEYS[close[0]] if close else None
+    return f"did you mean `{guess}`?" if guess else ""
+
+
+def unknown_field_keys(keys: Iterable[str]) -> str | None:
+    """None when every key is a field id a field filter can use; else the sentence naming the
+    unknown ones, each with its likely meaning, and the valid field ids."""
+    unknown = list(dict.fromkeys(k.strip() for k in keys if canonical_field_key(k) is None))
+    if not unknown:
+        return None
+    hints = []
+    for key in unknown:
+        hint = _field_key_hint(key)
+        hints.append(f"`{key}` ({hint})" if hint else f"`{key}`")
+    return (
+        f"unknown field {', '.join(hints)}. Valid fields: {', '.join(FIELD_KEY_CHOICES)}, "
+        f"and {CUSTOM_FIELD_KEY_HINT} for a custom field."
+    )
+
+
+# -- inclusions and project keys -----------------------------------------------------------------
+
+# The values of bot.routing.model.Inclusion (a test keeps them equal).
+INCLUSION_CHOICES: tuple[str, ...] = (
+    "include_any",
+    "include_all",
+    "exclude_any",
+    "empty",
+    "include_or_empty",
+)
+
+
+def canonical_inclusion(text: str) -> str | None:
+    """The inclusion as stored (`Include-Any` -> `include_any`), None when it is none."""
+    value = text.strip().lower().replace("-", "_")
+    return value if value in INCLUSION_CHOICES else None
+
+
+def unknown_inclusion(text: str) -> str | None:
+    """None when `text` is an inclusion; else the sentence with its likely meaning and the choices."""
+    if canonical_inclusion(text) is not None:
+        return None
+    typed = text.strip().lower().replace("-", "_")
+    close = difflib.get_close_matches(typed, INCLUSION_CHOICES, n=1, cutoff=0.6)
+    hint = f" (did you mean `{close[0]}`?)" if close else ""
+    return f"`{text.strip()}` is not an inclusion{hint}; use one of: {', '.join(INCLUSION_CHOICES)}."
+
+
+PROJECT_KEY = re.compile(r"[A-Z][A-Z0-9_]*")
+
+
+def bad_project_keys(keys: Iterable[str]) -> str | None:
+    """None when every key (upper-cased, as Jira writes them) is shaped like a project key; else
+    the sentence naming the others."""
+    bad = [k for k in dict.fromkeys(k.strip().upper() for k in keys) if not PROJECT_KEY.fullmatch(k)]
+    if not bad:
+        return None
+    named = ", ".join(f"`{k}`" for k in bad)
+    verb = "is not a project key" if len(bad) == 1 else "are not project keys"
+    return f"{named} {verb} (a key is letters and digits, such as `WEB`; separate keys with commas)."
+
+
+# -- Jira instances ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KnownInstance:
+    """A Jira instance as users name it: its base URL, or its alias."""
+
+    url: str
+    alias: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"`{self.alias}` ({self.url})" if self.alias else f"`{self.url}`"
+
+
+def _host(url: str) -> str:
+    return url.split("://", 1)[-1].rstrip("/").lower()
+
+
+def find_known_instance(name: str, known: Sequence[KnownInstance]) -> KnownInstance | None:
+    """The instance `name` names: its URL (case and a trailing slash aside) or its alias (case
+    aside)."""
+    folded = name.strip().rstrip("/").casefold()
+    if not folded:
+        return None
+    for inst in known:
+        if folded in (inst.url.rstrip("/").casefold(), inst.alias.casefold()):
+            return inst
+    return None
+
+
+def unknown_instance(name: str, known: Sequence[KnownInstance]) -> str | None:
+    """None when `name` names one of `known`; else the sentence with its likely meaning (the
+    alias or URL nearest to it, case-insensitively; the URL of a bare host name) and the
+    instances there are."""
+    if find_known_instance(name, known) is not None:
+        return None
+    shown = name.strip()
+    if not known:
+        return f"There is no Jira instance `{shown}`: none is configured yet."
+    by_spelling: dict[str, KnownInstance] = {}
+    for inst in known:
+        for spelling in (inst.alias.casefold(), inst.url.casefold().rstrip("/"), _host(inst.url)):
+            if spelling:
+                by_spelling.setdefault(spelling, inst)
+    typed = shown.casefold().rstrip("/")
+    guess = by_spelling.get(_host(typed))
+    if guess is None:
+        close = difflib.get_close_matches(typed, list(by_spelling), n=1, cutoff=0.6)
+        guess = by_spelling[close[0]] if close else None
+    hint = f" (did you mean `{guess.alias or guess.url}`?)" if guess else ""
+    return f"There is no Jira instance `{shown}`{hint}. Known instances: {', '.join(i.label for i in known)}."

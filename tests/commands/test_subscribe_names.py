@@ -1,0 +1,59 @@
+"""The chat entry points give the config file's sentence for a wrong field key or instance name."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.names import KnownInstance, unknown_field_keys, unknown_instance
+from tests.commands.conftest import CLOUD_ALIAS, SERVER_ALIAS, Harness
+from tests.commands.test_subscribe import allow, connect, dialog_fields, stored
+
+
+@pytest.fixture
+async def h(harness: Harness) -> Harness:
+    harness.cloud.add_project("WEB", "Web Site", issue_types=("Bug", "Story"))
+    await connect(harness, "alice")
+    allow(harness)
+    return harness
+
+
+async def test_text_form_misspelt_field_key(h: Harness) -> None:
+    text = (
+        await h.command(
+            "alice", 'subscribe add X projects=WEB events=event_created fields="prority include_any High"'
+        )
+    )["text"]
+    assert f"`fields`: {unknown_field_keys(['prority'])}" in text
+    assert "(did you mean `priority`?)" in text
+    assert await stored(h) == {}
+
+
+async def test_text_form_stores_the_canonical_field_key(h: Harness) -> None:
+    await h.command("alice", 'subscribe add X projects=WEB events=event_created fields="FIXVERSIONS empty"')
+    assert [f.key for f in (await stored(h))["X"].filters.fields] == ["fixVersions"]
+
+
+async def test_dialog_misspelt_field_key(h: Harness) -> None:
+    await h.command("alice", "subscribe add")
+    status, body = await h.submit(
+        "alice", dialog_fields(fields="priority include_any High\nfixVersion empty")
+    )
+    assert status == 200
+    assert body["errors"] == {"fields": unknown_field_keys(["fixVersion"])}
+    assert "(did you mean `fixVersions`?)" in body["errors"]["fields"]
+    assert await stored(h) == {}
+
+
+async def test_instance_option_misspelt(h: Harness) -> None:
+    known = [KnownInstance(h.cloud_url, CLOUD_ALIAS), KnownInstance(h.server_url, SERVER_ALIAS)]
+    text = (await h.command("alice", "subscribe add --instance clod X projects=WEB events=event_created"))[
+        "text"
+    ]
+    assert text == unknown_instance("clod", known)
+    assert "(did you mean `cloud`?)" in text
+    # Named by alias or URL in any case, it is found.
+    added = await h.command(
+        "alice", f"subscribe add --instance {h.cloud_url.upper()} X projects=WEB events=event_created"
+    )
+    assert "added the subscription" in added["text"]
+    assert (await stored(h))["X"].instance_id == h.cloud_url

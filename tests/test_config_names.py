@@ -1,0 +1,158 @@
+"""Config-file and environment subscriptions: field keys, inclusions, project keys, channels and
+instance names refused with the chat forms' sentences, the key path and the file's line; and
+`check-config` refuses what `serve` would."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.__main__ import main
+from bot.commands.subscription_text import SubscriptionTextError, parse_field_filter
+from bot.config import ConfigError, load_settings
+from bot.names import KnownInstance, unknown_instance
+
+ACME = "https://acme.atlassian.net"
+INSTANCES = (
+    f"jira:\n  instances:\n    - {{url: '{ACME}', alias: acme}}\n    - {{url: 'https://jira.corp.example'}}\n"
+)
+KNOWN = [KnownInstance(ACME, "acme"), KnownInstance("https://jira.corp.example")]
+
+
+def text_form_problem(line: str) -> str:
+    with pytest.raises(SubscriptionTextError) as e:
+        parse_field_filter(line)
+    return e.value.problem
+
+
+def write(tmp_path: Path, subscription: str) -> Path:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(INSTANCES + "subscriptions:\n" + subscription)
+    return cfg
+
+
+FIELD_TYPO = (
+    "  - name: x\n"
+    "    channel: acme/dev\n"
+    "    instance: acme\n"
+    "    filters:\n"
+    "      events: [event_created]\n"
+    "      projects: [WEB]\n"
+    "      fields:\n"
+    "        - {key: prority, values: [High]}\n"
+)
+
+
+def test_load_settings_misspelt_field_key(tmp_path: Path) -> None:
+    cfg = write(tmp_path, FIELD_TYPO)
+    with pytest.raises(ConfigError) as e:
+        load_settings(cfg, environ={})
+    problem = text_form_problem("prority include_any High")
+    assert f"  {cfg}:13: subscriptions.0.filters.fields.0.key: {problem}" in str(e.value)
+    assert "(did you mean `priority`?)" in problem
+
+
+def test_check_config_misspelt_field_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write(tmp_path, FIELD_TYPO.replace("prority", "fixVersion"))
+    assert main(["--config", str(cfg), "check-config"]) == 2
+    problem = text_form_problem("fixVersion empty")
+    assert f"{cfg}:13: subscriptions.0.filters.fields.0.key: {problem}" in capsys.readouterr().err
+    assert "(did you mean `fixVersions`?)" in problem
+
+
+def test_env_override_names_its_variable(tmp_path: Path) -> None:
+    cfg = write(tmp_path, FIELD_TYPO)  # the file's own subscription is replaced by the variable's
+    env = {
+        "JIRA_CHATOPS__SUBSCRIPTIONS": "[{name: y, channel: acme/dev, instance: acme, filters: "
+        "{events: [event_created], projects: [WEB], fields: [{key: customfield_abc, inclusion: empty}]}}]"
+    }
+    with pytest.raises(ConfigError) as e:
+        load_settings(cfg, environ=env)
+    problem = text_form_problem("customfield_abc empty")
+    assert f"  JIRA_CHATOPS__SUBSCRIPTIONS: subscriptions.0.filters.fields.0.key: {problem}" in str(e.value)
+    assert str(cfg) not in str(e.value)
+
+
+def test_field_keys_and_inclusions_are_stored_canonical(tmp_path: Path) -> None:
+    cfg = write(
+        tmp_path, FIELD_TYPO.replace("{key: prority, values: [High]}", "{key: FixVersions, inclusion: Empty}")
+    )
+    f = load_settings(cfg, environ={}).subscriptions[0].filters.fields[0]
+    assert (f.key, f.inclusion) == ("fixVersions", "empty")
+
+
+def test_misspelt_inclusion_and_project_key(tmp_path: Path) -> None:
+    cfg = write(
+        tmp_path,
+        FIELD_TYPO.replace(
+            "{key: prority, values: [High]}", "{key: priority, inclusion: incude_any, values: [x]}"
+        ).replace("projects: [WEB]", "projects: ['WEB-1']"),
+    )
+    with pytest.raises(ConfigError) as e:
+        load_settings(cfg, environ={})
+    inclusion = text_form_problem("priority incude_any x")
+    assert f"{cfg}:13: subscriptions.0.filters.fields.0.inclusion: {inclusion}" in str(e.value)
+    assert f"{cfg}:11: subscriptions.0.filters.projects: `WEB-1` is not a project key" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "env", [{}, {"JIRA_CHATOPS__SUBSCRIPTIONS": "[{name: x, channel: acme/dev, instance: acmee}]"}]
+)
+def test_unknown_instance_gets_the_commands_did_you_mean(tmp_path: Path, env: dict[str, str]) -> None:
+    cfg = write(
+        tmp_path, FIELD_TYPO.replace("instance: acme", "instance: acmee").replace("prority", "priority")
+    )
+    with pytest.raises(ConfigError) as e:
+        load_settings(cfg, environ=env)
+    sentence = unknown_instance("acmee", KNOWN)
+    where = "JIRA_CHATOPS__SUBSCRIPTIONS" if env else f"{cfg}:8"
+    assert f"  {where}: subscriptions.0.instance: {sentence}" in str(e.value)
+    assert "(did you mean `acme`?)" in sentence
+
+
+def test_instances_are_named_case_insensitively(tmp_path: Path) -> None:
+    cfg = write(
+        tmp_path,
+        FIELD_TYPO.replace("instance: acme", f"instance: '{ACME.upper()}/'").replace("prority", "priority"),
+    )
+    settings = load_settings(cfg, environ={})
+    found = settings.jira.find_instance(settings.subscriptions[0].instance or "")
+    assert found is not None and found.url == ACME
+
+
+CHECKED_LATER = [
+    # Two subscriptions of one channel with one name: the start refuses to store them.
+    (
+        FIELD_TYPO.replace("prority", "priority")
+        + FIELD_TYPO.replace("prority", "priority").replace("name: x", "name: X"),
+        "subscriptions.1.name: `X` is declared twice for channel `acme/dev`",
+    ),
+    # A channel that is neither TEAM/CHANNEL nor an id: looked up at start, never found, skipped.
+    (
+        FIELD_TYPO.replace("prority", "priority").replace("acme/dev", "town-square"),
+        "subscriptions.0.channel: `town-square` is neither",
+    ),
+    # No instance named, and two configured: the start cannot tell which.
+    (
+        FIELD_TYPO.replace("prority", "priority").replace("    instance: acme\n", ""),
+        "subscriptions.0.instance: is required unless",
+    ),
+]
+
+
+@pytest.mark.parametrize(("subscriptions", "problem"), CHECKED_LATER)
+def test_check_config_refuses_what_serve_refuses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], subscriptions: str, problem: str
+) -> None:
+    cfg = write(tmp_path, subscriptions)
+    assert main(["--config", str(cfg), "check-config"]) == 2
+    assert problem in capsys.readouterr().err
+    assert main(["--config", str(cfg), "serve"]) == 2
+    assert problem in capsys.readouterr().err
+
+
+def test_a_valid_subscription_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write(tmp_path, FIELD_TYPO.replace("prority", "customfield_10072"))
+    assert main(["--config", str(cfg), "check-config"]) == 0
+    assert "configuration is valid" in capsys.readouterr().out
