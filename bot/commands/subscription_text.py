@@ -43,7 +43,16 @@ from bot.routing.vocabulary import (
 )
 
 # Option keys of the one-line form, with the spellings people type for them.
-OPTION_KEYS: tuple[str, ...] = ("name", "projects", "events", "issue_types", "fields", "jql", "jql_check")
+OPTION_KEYS: tuple[str, ...] = (
+    "name",
+    "projects",
+    "events",
+    "issue_types",
+    "fields",
+    "jql",
+    "jql_check",
+    "instance",
+)
 _KEY_ALIASES = {
     "name": "name",
     "projects": "projects",
@@ -58,6 +67,7 @@ _KEY_ALIASES = {
     "field": "fields",
     "jql": "jql",
     "jql_check": "jql_check",
+    "instance": "instance",
     "jqlcheck": "jql_check",
 }
 _OPTION_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
@@ -93,6 +103,8 @@ class SubscriptionDraft:
     fields: tuple[FieldFilter, ...] | None = None
     jql: str | None = None  # "" removes the JQL filter
     jql_check: str | None = None  # JQL_CHECK_LOCAL or JQL_CHECK_JIRA
+    # `instance=` (`add` only; the same as `--instance`): checked where the instances are known.
+    instance: str | None = None
 
     @property
     def has_options(self) -> bool:
@@ -315,6 +327,7 @@ def parse_command(words: Sequence[str]) -> SubscriptionDraft:
         fields=parse_field_filters(fields) if fields is not None else None,
         jql=parse_jql(jql) if jql is not None else None,
         jql_check=parse_jql_check(jql_check) if jql_check is not None else None,
+        instance=values["instance"][-1].strip() if "instance" in values else None,
     )
 
 

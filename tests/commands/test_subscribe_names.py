@@ -57,3 +57,22 @@ async def test_instance_option_misspelt(h: Harness) -> None:
     )
     assert "added the subscription" in added["text"]
     assert (await stored(h))["X"].instance_id == h.cloud_url
+
+
+async def test_instance_option_of_the_one_line_form(h: Harness) -> None:
+    known = [KnownInstance(h.cloud_url, CLOUD_ALIAS), KnownInstance(h.server_url, SERVER_ALIAS)]
+    typo = (await h.command("alice", "subscribe add X instance=clod projects=WEB events=event_created"))[
+        "text"
+    ]
+    assert typo == unknown_instance("clod", known)
+    disagree = await h.command(
+        "alice", "subscribe add --instance dc X instance=cloud projects=WEB events=event_created"
+    )
+    assert "disagree" in disagree["text"]
+    assert await stored(h) == {}
+    added = await h.command("alice", "subscribe add X instance=CLOUD projects=WEB events=event_created")
+    assert "added the subscription" in added["text"]
+    assert (await stored(h))["X"].instance_id == h.cloud_url
+    moved = (await h.command("alice", "subscribe edit X instance=dc"))["text"]
+    assert "stays on its Jira instance" in moved
+    assert (await stored(h))["X"].instance_id == h.cloud_url

@@ -420,7 +420,12 @@ async def subscribe_add(ctx: CommandContext) -> CommandResponse:
         draft = parse_command(ctx.args) if ctx.args else None
     except SubscriptionTextError as e:
         raise CommandError(e.message) from None
-    inst = await ctx.choose_instance(ctx.instance_arg)
+    requested = ctx.instance_arg
+    if draft is not None and draft.instance:
+        if requested and requested.strip() != draft.instance:
+            raise CommandError(f"`instance`: `{draft.instance}` and `--instance {requested}` disagree.")
+        requested = draft.instance
+    inst = await ctx.choose_instance(requested)
     session = await require_subscription_editor(ctx, ctx.channel_id, inst)
     if draft is None:
         await ctx.deps.mattermost.open_dialog(
@@ -468,6 +473,11 @@ async def subscribe_edit(ctx: CommandContext) -> CommandResponse:
         raise CommandError(e.message) from None
     found = await _named(ctx, ctx.channel_id, draft.name, editable=True)
     old = found.subscription
+    if draft.instance is not None:
+        raise CommandError(
+            "`instance`: a subscription stays on its Jira instance; remove it and add it again "
+            "with `instance=` to move it."
+        )
     inst = _instance_of(ctx, old)
     session = await require_subscription_editor(ctx, ctx.channel_id, inst)
     if not draft.has_options:
