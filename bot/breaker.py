@@ -8,6 +8,9 @@ never shortened) and otherwise `min_open_seconds` to `max_open_seconds` with jit
 once a second, and after it recovers the bot is back at full speed within `max_open_seconds`.
 half-open: `retry_at` has passed; exactly one call (the probe) may go at a time. Its success
 closes the breaker, its failure opens it again (for longer, up to the ceiling).
+A call sent before the breaker opened may succeed while it is open: that closes it, unless the
+server asked for quiet (Retry-After) or another replica's opening is being held, which are kept
+to the end (the answer may predate the server's request).
 
 Pure: the time is passed in as seconds (any epoch, the caller's clock), the random source too.
 One instance serves every task of a process; bot.breakers shares it between replicas.
@@ -49,6 +52,7 @@ class CircuitBreaker:
         self.failures = 0  # consecutive failures while closed
         self.reopenings = 0  # failed probes since the breaker last closed
         self.probing = False  # a half-open probe is under way
+        self.quiet_asked = False  # open on a Retry-After or another replica's word: keep to retry_at
 
     def delay(self, now: float) -> float:
         """Seconds until a call may go (0: now). While a probe is under way, until the probe
@@ -77,11 +81,16 @@ class CircuitBreaker:
 
     def success(self, now: float) -> BreakerState | None:
         """The target answered (any answer that is not an outage). Returns the new state when
-        it changed. A success closes from any state: an answer proves the target is up."""
+        it changed. An answer proves the target is up, so a success closes from any state,
+        except an opening the server (or another replica) asked to keep until `retry_at`."""
         self.failures = 0
-        self.probing = False
+        self._advance(now)
         if self.state is BreakerState.CLOSED:
+            self.probing = False
             return None
+        if self.state is BreakerState.OPEN and self.quiet_asked:
+            return None
+        self.probing = False
         self.state = BreakerState.CLOSED
         self.reopenings = 0
         self.retry_at = 0.0
@@ -94,6 +103,7 @@ class CircuitBreaker:
             # A call sent before the breaker opened: only a longer Retry-After changes anything.
             if retry_after is not None:
                 self.retry_at = max(self.retry_at, now + self._retry_after(retry_after))
+                self.quiet_asked = True
             return None
         if self.state is BreakerState.HALF_OPEN:
             self.probing = False
@@ -113,6 +123,7 @@ class CircuitBreaker:
         self.state = BreakerState.OPEN
         self.retry_at = until
         self.probing = False
+        self.quiet_asked = True
         return BreakerState.OPEN if changed else None
 
     def _open(self, now: float, retry_after: float | None) -> BreakerState:
@@ -126,6 +137,7 @@ class CircuitBreaker:
         self.state = BreakerState.OPEN
         self.retry_at = now + wait
         self.failures = 0
+        self.quiet_asked = retry_after is not None
         return BreakerState.OPEN
 
     def _retry_after(self, seconds: float) -> float:

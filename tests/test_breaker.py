@@ -144,9 +144,32 @@ def test_retry_after_is_a_floor_and_capped() -> None:
 def test_success_while_open_closes() -> None:
     """A call sent just before the breaker opened that succeeds proves Mattermost is up."""
     b = breaker()
+    for _ in range(3):
+        b.failure(0.0)
+    assert b.state is OPEN
+    b.success(0.5)
+    assert b.state is CLOSED and b.acquire(0.5)
+
+
+def test_success_while_open_keeps_the_quiet_the_server_asked_for() -> None:
+    """A Retry-After (or another replica's opening) is kept to its end: the success may be an
+    answer given before the server asked for quiet."""
+    b = breaker()
     b.failure(0.0, retry_after=30)
-    b.success(1.0)
-    assert b.state is CLOSED and b.acquire(1.0)
+    assert b.success(1.0) is None
+    assert b.state is OPEN and not b.acquire(1.0)
+    assert b.acquire(30.0) and b.state is HALF_OPEN
+    assert b.success(30.1) is CLOSED
+
+    held = breaker()
+    held.hold(5.0, now=1.0)
+    assert held.success(2.0) is None and held.state is OPEN
+    # A Retry-After reaching an opening of our own is kept too.
+    c = breaker()
+    for _ in range(3):
+        c.failure(0.0)
+    c.failure(0.1, retry_after=10)
+    assert c.success(0.2) is None and c.retry_at == 10.1
 
 
 def test_hold_follows_another_replica() -> None:
