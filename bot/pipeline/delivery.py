@@ -247,20 +247,24 @@ class DeliveryWorker:
         now = self._clock()
         attempts = d.attempts + 1
         issue_key = d.payload.get("issue_key", "")
-        if error.retryable and self.breaker is not None and self.breaker.state is not BreakerState.CLOSED:
-            # An outage, not this post's fault: never a dead letter, due again when the breaker
-            # lets the next probe go (Retry-After as a floor). Its successors wait behind it.
-            wait = max(self.breaker.delay(), error.retry_after or 0.0)
+        breaker = self.breaker
+        if error.retryable and breaker is not None and breaker.state is not BreakerState.CLOSED:
+            # An outage (the failure opened the breaker, or came from it being open), not this
+            # delivery's fault: no attempt counted, so never a dead letter however long it lasts;
+            # due again when the breaker lets the next probe go (Retry-After as a floor). Its
+            # successors wait behind it.
+            wait = max(breaker.delay(), error.retry_after or 0.0)
             await self._store.reschedule(
                 d.id,
                 owner=self._owner,
                 error=str(error),
                 next_attempt_at=now + timedelta(seconds=wait),
                 now=now,
+                counted=False,
             )
             self._metrics.posts.labels("retried").inc()
             self._metrics.deliveries.labels(d.kind, "retried").inc()
-            log.warning("%s: post to channel %s waits for Mattermost (%s)", issue_key, d.channel_id, error)
+            log.warning("%s: delivery %s waits for %s (%s)", issue_key, d.id, breaker.target, error)
             return
         if not error.retryable or attempts >= self._settings.max_attempts:
             await self._store.dead_letter(d.id, owner=self._owner, error=str(error), now=now)

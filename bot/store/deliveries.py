@@ -174,17 +174,21 @@ class SqlDeliveryRepository:
         return [delivery_id in done for delivery_id, _ in delivered]
 
     async def reschedule(
-        self, delivery_id: int, *, owner: str, error: str, next_attempt_at: datetime, now: datetime
+        self,
+        delivery_id: int,
+        *,
+        owner: str,
+        error: str,
+        next_attempt_at: datetime,
+        now: datetime,
+        counted: bool = True,
     ) -> bool:
-        return await self._finish(
-            delivery_id,
-            owner,
-            {
-                "attempts": delivery_table.c.attempts + 1,
-                "last_error": error,
-                "next_attempt_at": next_attempt_at,
-            },
-        )
+        # counted=False: a wait for a target that is down as a whole, not an attempt of this
+        # delivery's own; a long outage must not dead-letter it soon after.
+        values: dict[str, Any] = {"last_error": error, "next_attempt_at": next_attempt_at}
+        if counted:
+            values["attempts"] = delivery_table.c.attempts + 1
+        return await self._finish(delivery_id, owner, values)
 
     async def dead_letter(self, delivery_id: int, *, owner: str, error: str, now: datetime) -> bool:
         return await self._finish(

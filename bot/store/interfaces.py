@@ -264,8 +264,17 @@ class DeliveryRepository(Protocol):
         ...
 
     async def reschedule(
-        self, delivery_id: int, *, owner: str, error: str, next_attempt_at: datetime, now: datetime
-    ) -> bool: ...
+        self,
+        delivery_id: int,
+        *,
+        owner: str,
+        error: str,
+        next_attempt_at: datetime,
+        now: datetime,
+        counted: bool = True,
+    ) -> bool:
+        """Due again at `next_attempt_at`; `counted=False` (its target is down) adds no attempt."""
+        ...
 
     async def dead_letter(self, delivery_id: int, *, owner: str, error: str, now: datetime) -> bool: ...
 
