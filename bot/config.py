@@ -164,6 +164,12 @@ class JiraSettings(_Section):
     # An issue read to complete a thin webhook (Cloud's comment events) serves the other
     # events of that issue for this long: one read per issue per burst.
     issue_cache_seconds: float = Field(60.0, ge=0, le=3600)
+    # Jira's answer to a subscription's JQL checked by Jira (`filters.jql_check: jira`) serves
+    # the issue's later events for this long, until the issue's `updated` changes.
+    jql_check_cache_seconds: float = Field(60.0, ge=0, le=3600)
+    # Custom field names and the priority order are read from Jira (service account) at most
+    # this often per instance, for JQL that names them.
+    jql_names_refresh_seconds: float = Field(3600.0, ge=60, le=86400)
 
     @model_validator(mode="after")
     def _unique_instances(self) -> JiraSettings:
@@ -242,6 +248,8 @@ class SubscriptionFilterSettings(_Section):
     issue_types: tuple[str, ...] = ()
     fields: tuple[SubscriptionFieldFilterSettings, ...] = ()
     jql: str | None = None
+    # "jira": JQL clauses the bot cannot answer are checked by Jira (service account needed).
+    jql_check: Literal["local", "jira"] = "local"
 
     @field_validator("projects")
     @classmethod

@@ -39,6 +39,7 @@ from bot.notify.planner import NotificationPlanner
 from bot.notify.sender import DirectMessageSender
 from bot.pipeline.delivery import DeliveryWorker
 from bot.pipeline.issue_fetch import IssueFetcher
+from bot.pipeline.jira_names import JiraNamesCache
 from bot.pipeline.jql_check import JqlChecker
 from bot.pipeline.processor import EventProcessor
 from bot.pipeline.subscriptions import SubscriptionCache
@@ -268,7 +269,14 @@ def personal_features(
         gateway=deps.jira,
         instances=deps.instances,
         clock=deps.clock,
-        cache_seconds=settings.jira.issue_cache_seconds,
+        cache_seconds=settings.jira.jql_check_cache_seconds,
+    )
+    # Custom field names and priority order for JQL, read with the service account.
+    deps.subscriptions.names = JiraNamesCache(
+        gateway=deps.jira,
+        instances=deps.instances,
+        clock=deps.clock,
+        refresh_seconds=settings.jira.jql_names_refresh_seconds,
     )
 
     async def watchers(instance_id: str, issue_key: str) -> list[str]:

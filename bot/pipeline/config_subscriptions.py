@@ -10,7 +10,7 @@ from bot.config import Settings, SubscriptionSettings
 from bot.mattermost.models import DeliveryError, PostSink
 from bot.routing.jql import JqlError
 from bot.routing.matcher import compile_subscription_jql
-from bot.routing.model import FieldFilter, Inclusion, Subscription, SubscriptionFilters
+from bot.routing.model import JQL_CHECK_JIRA, FieldFilter, Inclusion, Subscription, SubscriptionFilters
 from bot.routing.vocabulary import unknown_events
 from bot.store.interfaces import SubscriptionRepository
 
@@ -40,9 +40,20 @@ def config_subscription_problems(settings: Settings) -> list[str]:
                     f"subscriptions.{i}.instance: required unless jira.instances holds exactly one"
                 )
         jql = declared.filters.jql
+        jira_check = declared.filters.jql_check == JQL_CHECK_JIRA
+        url = _instance_for(settings, declared)
+        inst = settings.jira.find_instance(url) if url is not None else None
+        service_account = inst is not None and inst.service_account is not None
+        if jira_check and inst is not None and not service_account:
+            problems.append(
+                f"subscriptions.{i}.filters.jql_check ({declared.name!r}): jira needs the "
+                f"instance's service_account ({inst.url} has none) to ask Jira"
+            )
         if jql is not None and jql.strip():
             try:
-                compile_subscription_jql(jql)
+                # Without the network: custom field names and the priority order are not known
+                # here, so JQL that needs them is refused unless Jira checks it.
+                compile_subscription_jql(jql, jira_check=jira_check, offer_jira=service_account)
             except JqlError as e:
                 problems.append(f"subscriptions.{i}.filters.jql ({declared.name!r}): {e}")
         elif not declared.filters.projects:
@@ -100,6 +111,7 @@ async def sync_config_subscriptions(
                         for ff in f.fields
                     ),
                     jql=f.jql,
+                    jql_check=f.jql_check,
                 ),
                 created_by="config",
             )
