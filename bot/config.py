@@ -30,9 +30,11 @@ from bot.gate_rules.settings import ChangeGateSettings
 from bot.names import (
     KnownInstance,
     bad_project_keys,
+    canonical_events,
     canonical_field_key,
     canonical_inclusion,
     find_known_instance,
+    unknown_events,
     unknown_field_keys,
     unknown_inclusion,
     unknown_instance,
@@ -250,6 +252,16 @@ class SubscriptionFilterSettings(_Section):
     jql: str | None = None
     # "jira": JQL clauses the bot cannot answer are checked by Jira (service account needed).
     jql_check: Literal["local", "jira"] = "local"
+
+    # The same check and sentence as the dialog and `/jira subscribe add` (bot.names).
+    @field_validator("events")
+    @classmethod
+    def _known_events(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        events = canonical_events(v)
+        problem = unknown_events(events)
+        if problem:
+            raise ValueError(problem)
+        return events
 
     @field_validator("projects")
     @classmethod

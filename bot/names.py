@@ -1,9 +1,9 @@
-"""The names a subscription or a command may use besides events (field filter keys, inclusions,
-project keys, Jira instances), and the one check of each that every entry point shares (the config
-file, the environment, the dialog, the one-line form, a command's `--instance`), with the same
-sentence and did-you-mean. Pure, and imports nothing of the bot's, so that bot.config (which the
-Jira client imports) can check its subscriptions with it; bot.routing.vocabulary re-exports it
-beside the event names."""
+"""The names a subscription or a command may use (events, field filter keys, inclusions, project
+keys, Jira instances), and the one check of each that every entry point shares (the config file,
+the environment, the dialog, the one-line form, a command's `--instance`, `/jira connect`, `/jira
+instance`), with the same sentence and did-you-mean. Pure, and imports nothing of the bot's, so
+that bot.config (which the Jira client imports) can check its subscriptions with it;
+bot.routing.vocabulary re-exports it for the chat forms."""
 
 from __future__ import annotations
 
@@ -11,6 +11,70 @@ import difflib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+# -- events --------------------------------------------------------------------------------------
+
+# The event vocabulary of bot.jira.events (a test keeps them equal), in the order people read it
+# (the plugin's subscription modal order). Spelled out here because bot.config may not import
+# bot.jira (the Jira client imports bot.config).
+EVENT_CHOICES: tuple[str, ...] = (
+    "event_created",
+    "event_updated_any",
+    "event_updated_status",
+    "event_updated_resolved",
+    "event_updated_reopened",
+    "event_updated_assignee",
+    "event_updated_reporter",
+    "event_updated_priority",
+    "event_updated_summary",
+    "event_updated_description",
+    "event_updated_labels",
+    "event_updated_components",
+    "event_updated_fix_version",
+    "event_updated_affects_version",
+    "event_updated_issue_type",
+    "event_updated_sprint",
+    "event_updated_rank",
+    "event_updated_attachment",
+    "event_created_comment",
+    "event_updated_comment",
+    "event_deleted_comment",
+    "event_deleted",
+    "event_deleted_unresolved",
+)
+CUSTOM_FIELD_EVENT_HINT = "event_updated_customfield_NNNNN"
+CUSTOM_FIELD_EVENT = re.compile(r"event_updated_customfield_\d+")
+
+
+def canonical_events(names: Iterable[str]) -> tuple[str, ...]:
+    """Event names as stored: trimmed, lower-cased (as the one-line form reads them), each once."""
+    return tuple(dict.fromkeys(n.strip().lower() for n in names if n.strip()))
+
+
+def suggest_event(name: str) -> str | None:
+    """The event a mistyped name most likely meant: the prefix left out, or a near spelling."""
+    prefixed = "event_" + name.removeprefix("event_")
+    if prefixed in EVENT_CHOICES:
+        return prefixed
+    close = difflib.get_close_matches(prefixed, EVENT_CHOICES, n=1, cutoff=0.85)
+    return close[0] if close else None
+
+
+def unknown_events(names: Iterable[str]) -> str | None:
+    """None when every name is an event; else the sentence naming the unknown ones, each with
+    its likely meaning, and the valid events."""
+    unknown = [n for n in names if n not in EVENT_CHOICES and not CUSTOM_FIELD_EVENT.fullmatch(n)]
+    if not unknown:
+        return None
+    hints = []
+    for name in unknown:
+        guess = suggest_event(name)
+        hints.append(f"`{name}` (did you mean `{guess}`?)" if guess else f"`{name}`")
+    return (
+        f"unknown event {', '.join(hints)}. Valid events: {', '.join(EVENT_CHOICES)}, "
+        f"and {CUSTOM_FIELD_EVENT_HINT} for a custom field."
+    )
+
 
 # -- field filter keys ---------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
-"""Config-file and environment subscriptions: field keys, inclusions, project keys, channels and
-instance names refused with the chat forms' sentences, the key path and the file's line; and
+"""Config-file and environment subscriptions: events, field keys, inclusions, project keys, channels
+and instance names refused with the chat forms' sentences, the key path and the file's line; and
 `check-config` refuses what `serve` would."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.__main__ import main
-from bot.commands.subscription_text import SubscriptionTextError, parse_field_filter
+from bot.commands.subscription_text import SubscriptionTextError, parse_events, parse_field_filter
 from bot.config import ConfigError, load_settings
 from bot.names import KnownInstance, unknown_instance
 
@@ -72,6 +72,49 @@ def test_env_override_names_its_variable(tmp_path: Path) -> None:
     problem = text_form_problem("customfield_abc empty")
     assert f"  JIRA_CHATOPS__SUBSCRIPTIONS: subscriptions.0.filters.fields.0.key: {problem}" in str(e.value)
     assert str(cfg) not in str(e.value)
+
+
+@pytest.mark.parametrize("env", [False, True])
+def test_misspelt_event_gets_the_text_forms_sentence_and_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, env: bool
+) -> None:
+    typo = FIELD_TYPO.replace("prority", "priority").replace(
+        "[event_created]", "[event_creatd, Event_Updated_Any]"
+    )
+    environ = (
+        {
+            "JIRA_CHATOPS__SUBSCRIPTIONS": "[{name: y, channel: acme/dev, instance: acme, "
+            "filters: {events: [event_creatd, Event_Updated_Any], projects: [WEB]}}]"
+        }
+        if env
+        else {}
+    )
+    cfg = write(tmp_path, FIELD_TYPO.replace("prority", "priority") if env else typo)
+    with pytest.raises(SubscriptionTextError) as typed:
+        parse_events("event_creatd Event_Updated_Any")
+    where = "JIRA_CHATOPS__SUBSCRIPTIONS" if env else f"{cfg}:10"
+    expected = f"  {where}: subscriptions.0.filters.events: {typed.value.problem}"
+    assert "(did you mean `event_created`?)" in typed.value.problem
+    with pytest.raises(ConfigError) as e:
+        load_settings(cfg, environ=environ)
+    assert expected in str(e.value).splitlines()
+    # check-config says it too, before serve would start.
+    for var, value in environ.items():
+        monkeypatch.setenv(var, value)
+    assert main(["--config", str(cfg), "check-config"]) == 2
+    assert expected in capsys.readouterr().err.splitlines()
+
+
+def test_events_are_stored_as_the_text_form_reads_them(tmp_path: Path) -> None:
+    cfg = write(
+        tmp_path,
+        FIELD_TYPO.replace("prority", "priority").replace(
+            "[event_created]", "[' Event_Created', event_updated_customfield_10072, event_created]"
+        ),
+    )
+    events = load_settings(cfg, environ={}).subscriptions[0].filters.events
+    assert events == parse_events("Event_Created event_updated_customfield_10072 event_created")
+    assert events == ("event_created", "event_updated_customfield_10072")
 
 
 def test_field_keys_and_inclusions_are_stored_canonical(tmp_path: Path) -> None:
