@@ -12,9 +12,9 @@ from sqlalchemy.engine import Row
 
 from bot.store.interfaces import Delivery, DeliveryStatus, InboxStatus, NewDelivery
 from bot.store.replicas import claimable
+from bot.store.schema import PENDING, webhook_inbox
 from bot.store.schema import deliveries as delivery_table
-from bot.store.schema import webhook_inbox
-from bot.store.sql_access import SqlAccess, ready_at, status_counts
+from bot.store.sql_access import SqlAccess, picked, ready_at, status_counts
 
 
 def new_delivery_row(
@@ -88,10 +88,12 @@ class SqlDeliveryRepository:
         # claim (bot.store.inbox) commits one issue's deliveries one webhook after another, in
         # the order the webhooks were accepted. Rows of a replica whose heartbeat stopped are
         # taken over (bot.store.replicas).
+        # Walks the partial index of pending rows in (due time, id) order (`ix_deliveries_pending_due`,
+        # hence the literal status) and stops at the LIMIT, however long the backlog.
         ids = (
             sa.select(candidate.c.id)
             .where(
-                candidate.c.status == DeliveryStatus.PENDING.value,
+                candidate.c.status == PENDING,
                 candidate.c.next_attempt_at <= now,
                 claimable(candidate, now),
                 ~_has_older_pending(candidate),
@@ -102,7 +104,7 @@ class SqlDeliveryRepository:
         )
         stmt = (
             sa.update(t)
-            .where(t.c.id.in_(ids))
+            .where(picked(t.c.id, ids, self._db.dialect))
             .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds))
             .returning(*t.c)
         )

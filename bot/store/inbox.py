@@ -16,9 +16,9 @@ from sqlalchemy.engine import Row
 from bot.store.deliveries import new_delivery_row
 from bot.store.interfaces import InboxCompletion, InboxItem, InboxStatus, NewDelivery, NewInboxRow
 from bot.store.replicas import claimable
+from bot.store.schema import PENDING, PENDING_ID_INDEX, webhook_inbox
 from bot.store.schema import deliveries as delivery_table
-from bot.store.schema import webhook_inbox
-from bot.store.sql_access import PAGE, SqlAccess, ready_at, status_counts
+from bot.store.sql_access import PAGE, SqlAccess, indexed_alias, picked, ready_at, status_counts
 
 _FINAL_INBOX_STATUSES = frozenset({InboxStatus.DONE, InboxStatus.IGNORED, InboxStatus.FAILED})
 
@@ -285,12 +285,15 @@ class SqlInboxRepository:
         if limit <= 0:
             return []
         t = webhook_inbox
-        candidate = t.alias("candidate")
+        # Walks the partial index of pending rows in id order (`ix_webhook_inbox_pending_id`,
+        # hence the literal status) and stops at the LIMIT: a claim costs the same with ten or
+        # ten thousand webhooks queued.
+        candidate = indexed_alias(t, "candidate", PENDING_ID_INDEX)
         earlier = t.alias("earlier")
         ids = (
             sa.select(candidate.c.id)
             .where(
-                candidate.c.status == InboxStatus.PENDING.value,
+                candidate.c.status == PENDING,
                 candidate.c.available_at <= now,
                 claimable(candidate, now),
                 # NULL order_key (a webhook naming no issue) matches nothing: no order to keep.
@@ -306,7 +309,7 @@ class SqlInboxRepository:
         )
         stmt = (
             sa.update(t)
-            .where(t.c.id.in_(ids))
+            .where(picked(t.c.id, ids, self._db.dialect))
             .values(
                 lease_owner=owner,
                 lease_until=now + timedelta(seconds=lease_seconds),

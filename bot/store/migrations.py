@@ -85,12 +85,23 @@ def _add_issue_order_and_replicas(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=[schema.replicas], checkfirst=True)
 
 
+def _add_pending_indexes(conn: Connection) -> None:
+    # Partial indexes over pending rows for the claims; a database created by this release has
+    # them from step 1 (and step 5 may have added the inbox's).
+    for table in (schema.webhook_inbox, schema.deliveries):
+        existing = {i["name"] for i in sa.inspect(conn).get_indexes(table.name)}
+        for index in table.indexes:
+            if index.name not in existing:
+                index.create(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _create_initial_schema),
     Migration(2, "connected Jira accounts and user preferences", _create_account_tables),
     Migration(3, "change gate: gates, links to change requests, gate events", _create_gate_tables),
     Migration(4, "duty leases shared by replicas", _create_lease_table),
     Migration(5, "per-issue order of webhooks, replica heartbeats", _add_issue_order_and_replicas),
+    Migration(6, "partial indexes over pending webhooks and deliveries for the claims", _add_pending_indexes),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

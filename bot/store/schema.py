@@ -43,6 +43,17 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
 # JSONB on PostgreSQL (compact, comparable); plain JSON text elsewhere.
 JSONType: sa.types.TypeEngine[Any] = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
+# The WHERE of a partial index over pending rows. A query uses such an index only when its own
+# WHERE says the same with a literal (`PENDING` below), not a bound parameter.
+_PENDING_ONLY: dict[str, Any] = {
+    "sqlite_where": sa.text("status = 'pending'"),
+    "postgresql_where": sa.text("status = 'pending'"),
+}
+# `status = PENDING` in a query that should use a partial index above.
+PENDING: sa.ColumnElement[str] = sa.literal_column("'pending'", sa.String)
+# The inbox's pending rows in id order, which its claim walks (bot.store.inbox).
+PENDING_ID_INDEX = "ix_webhook_inbox_pending_id"
+
 metadata = sa.MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -84,6 +95,9 @@ webhook_inbox = sa.Table(
     sa.Index(None, "status", "available_at"),
     # "Is there an earlier unfinished row of this issue?" for the per-issue order.
     sa.Index(None, "order_key", "status", "id"),
+    # Version 6: claims walk the pending rows in id order and stop at their LIMIT, however long
+    # the backlog (bot.store.inbox, claim); partial, so finished rows cost nothing.
+    sa.Index(PENDING_ID_INDEX, "id", **_PENDING_ONLY),
 )
 
 deliveries = sa.Table(
@@ -115,6 +129,8 @@ deliveries = sa.Table(
     sa.Index(None, "status", "next_attempt_at"),
     # "Is there an older pending delivery with this order_key?" for the per-key ordering.
     sa.Index(None, "order_key", "status", "id"),
+    # Version 6: claims walk the pending rows in (due time, id) order and stop at their LIMIT.
+    sa.Index("ix_deliveries_pending_due", "next_attempt_at", "id", **_PENDING_ONLY),
 )
 
 subscriptions = sa.Table(

@@ -29,6 +29,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.selectable import Alias
+from sqlalchemy.sql.visitors import InternalTraversal
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +190,44 @@ def ready_at(table: Any, since: sa.ColumnElement[datetime]) -> sa.ColumnElement[
     )
 
 
+def picked(column: sa.ColumnElement[int], ids: sa.Select[Any], dialect: str) -> sa.ColumnElement[bool]:
+    """`column IN (ids)` for a claim's UPDATE. On PostgreSQL as `= ANY(ARRAY(ids))`: the ids are
+    then picked first and the rows found by their key, where `IN` may be planned as a hash join
+    over a scan of the whole table (finished rows included)."""
+    if dialect == "postgresql":
+        return column == sa.any_(sa.func.array(ids.scalar_subquery()))
+    return column.in_(ids)
+
+
+class IndexedAlias(Alias):
+    """An alias of a table that SQLite must read through one index (`INDEXED BY`); other
+    databases see a plain alias. See `indexed_alias`."""
+
+    __visit_name__ = "alias"
+    inherit_cache = True
+    # The index is part of the statement's cache key: two claims naming different indexes compile apart.
+    _traverse_internals = [  # noqa: RUF012 (declared so by SQLAlchemy)
+        *Alias._traverse_internals,
+        ("index_name", InternalTraversal.dp_string),
+    ]
+    index_name: str
+
+
+def indexed_alias(table: sa.Table, name: str, index: str) -> IndexedAlias:
+    """`table AS name`, read on SQLite through `index` only. For claims whose planner choice must
+    not depend on statistics: without the hint SQLite prefers an index matching more terms of
+    the WHERE and then sorts every row it matched for the ORDER BY ... LIMIT."""
+    alias = IndexedAlias._construct(table, name=name)
+    alias.index_name = index
+    return alias
+
+
+@compiles(IndexedAlias, "sqlite")
+def _sqlite_indexed_by(element: IndexedAlias, compiler: Any, **kw: Any) -> str:
+    text: str = compiler.visit_alias(element, **kw)
+    return f"{text} INDEXED BY {element.index_name}" if kw.get("asfrom") else text
+
+
 def status_counts(rows: Sequence[Any], statuses: Sequence[str]) -> dict[str, int]:
     counts = dict.fromkeys(statuses, 0)
     for row in rows:
@@ -198,9 +239,12 @@ __all__ = [
     "ADVISORY_LOCK_NAMESPACE",
     "PAGE",
     "WRITE_OPTION",
+    "IndexedAlias",
     "SqlAccess",
     "SqliteWal",
+    "indexed_alias",
     "lease_free",
+    "picked",
     "ready_at",
     "serialise_transaction",
     "status_counts",
