@@ -25,6 +25,8 @@ COMMAND_TOKEN = "slash-command-token"
 # The Cloud instance's service account (reads what webhooks leave out, e.g. watchers).
 SERVICE_EMAIL = "svc@example.com"
 SERVICE_TOKEN = "svc-api-token"
+# The Server instance's service account, when a test asks for one (`server_service_account`).
+SERVER_SERVICE_PAT = "svc-server-pat"
 CLOUD_ALIAS = "cloud"
 SERVER_ALIAS = "dc"
 
@@ -154,7 +156,9 @@ def harness_settings(
     cloud_url: str,
     server_url: str,
     allow_private_instance_urls: bool = True,
+    server_service_account: bool = False,
 ) -> Settings:
+    server_extra = f", service_account: {{token: {SERVER_SERVICE_PAT}}}" if server_service_account else ""
     cfg = tmp_path / "config.yaml"
     cfg.write_text(
         f"""
@@ -167,7 +171,7 @@ jira:
       alias: {CLOUD_ALIAS}
       oauth: {{client_id: app-id, client_secret: app-secret}}
       service_account: {{email: {SERVICE_EMAIL}, api_token: {SERVICE_TOKEN}}}
-    - {{url: "{server_url}", type: server, alias: {SERVER_ALIAS}}}
+    - {{url: "{server_url}", type: server, alias: {SERVER_ALIAS}{server_extra}}}
 # The fakes listen on 127.0.0.1, and example.com names resolve nowhere.
 security: {{allow_private_instance_urls: {str(allow_private_instance_urls).lower()}}}
 """
@@ -194,8 +198,15 @@ def allow_private_instance_urls() -> bool:
 
 @pytest.fixture
 async def harness(
-    tmp_path: Path, unused_tcp_port_factory: Any, allow_private_instance_urls: bool
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    unused_tcp_port_factory: Any,
+    allow_private_instance_urls: bool,
 ) -> AsyncIterator[Harness]:
+    # Tests that need the Server instance's service account parametrize `server_service_account`.
+    server_service_account = "server_service_account" in request.fixturenames and bool(
+        request.getfixturevalue("server_service_account")
+    )
     mm = FakeMattermost()
     users = {
         "alice": mm.add_user("alice", email="alice@example.com", first_name="Alice"),
@@ -211,6 +222,8 @@ async def harness(
 
     cloud, server = FakeJira("cloud"), FakeJira("server")
     cloud.add_user("Jira Service Account", email=SERVICE_EMAIL, password=SERVICE_TOKEN)
+    if server_service_account:
+        server.add_token(SERVER_SERVICE_PAT, server.add_user("Jira Service Account", name="svc"))
     cloud_srv, server_srv = TestServer(cloud.app()), TestServer(server.app())
     await cloud_srv.start_server()
     await server_srv.start_server()
@@ -226,6 +239,7 @@ async def harness(
         cloud_url=cloud_url,
         server_url=server_url,
         allow_private_instance_urls=allow_private_instance_urls,
+        server_service_account=server_service_account,
     )
     app = create_app(settings)
     bot_srv = TestServer(app, port=port)

@@ -1,8 +1,9 @@
 """Subscriptions' JQL checked by Jira (`filters.jql_check: jira`).
 
 The checker is driven directly against the fake Jira (Cloud: POST /rest/api/3/search/jql; Server:
-POST /rest/api/2/search) with an injected clock; the whole bot (tests/commands/conftest.py) shows
-the check happening while a stored webhook is processed, retried when Jira is busy.
+POST /rest/api/2/search) with an injected clock; the whole bot (tests/commands/conftest.py), on
+both flavours, shows the check happening while a stored webhook is processed (after the webhook
+was acknowledged), retried when Jira is busy.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -213,14 +215,33 @@ async def test_without_a_service_account_nothing_is_asked(
 
 
 # -- the whole bot --------------------------------------------------------------------------------
+# Through the real intake, inbox and processor, against the fake Jira over HTTP, on both flavours:
+# Cloud (the harness's service account: e-mail and API token) and Server/Data Center (a personal
+# access token).
+
+SEARCH = {"cloud": "/rest/api/3/search/jql", "server": "/rest/api/2/search"}
 
 
-async def subscribe_remote(h: Harness, channel: str, jql: str = REMOTE) -> None:
+@dataclass(frozen=True)
+class Site:
+    flavour: str
+    jira: FakeJira
+    url: str
+    search: str
+
+
+def site(h: Harness, flavour: str) -> Site:
+    if flavour == "cloud":
+        return Site(flavour, h.cloud, h.cloud_url, SEARCH[flavour])
+    return Site(flavour, h.server, h.server_url, SEARCH[flavour])
+
+
+async def subscribe_remote(h: Harness, channel: str, at: Site, jql: str = REMOTE) -> None:
     sub = Subscription(
         id=f"remote-{channel}",
         name="printers in open sprints",
         channel_id=h.channels[channel],
-        instance_id=h.cloud_url,
+        instance_id=at.url,
         filters=SubscriptionFilters(events={"event_updated_status"}, jql=jql, jql_check="jira"),
     )
     await h.services.db.subscriptions.upsert(sub, now=datetime.now(UTC))
@@ -231,38 +252,81 @@ def posts_about(h: Harness, channel: str, key: str) -> list[dict[str, Any]]:
     return [p for p in h.mm.posts_in(h.channels[channel]) if key in json.dumps(p)]
 
 
-def bot_searches(h: Harness) -> list[Any]:
-    return h.cloud.requests_to("/rest/api/3/search/jql", "POST")
+def bot_searches(at: Site) -> list[Any]:
+    return at.jira.requests_to(at.search, "POST")
 
 
-async def test_the_bot_posts_what_jira_says_matches(harness: Harness) -> None:
-    h = harness
-    h.cloud.add_project("PROJ", "Project")
-    yes = h.cloud.add_issue("PROJ", "Printer on fire", labels=["printers"])
-    no = h.cloud.add_issue("PROJ", "Printer out of paper", labels=["printers"])
-    local_no = h.cloud.add_issue("PROJ", "Coffee machine", labels=["kitchen"])
-    h.cloud.jql_answers[REMOTE] = {yes}
-    await subscribe_remote(h, "dev")
+def service_user(at: Site) -> str:
+    return next(u.id for u in at.jira.users.values() if u.display_name == "Jira Service Account")
+
+
+both_flavours = pytest.mark.parametrize(
+    ("flavour", "server_service_account"), [("cloud", False), ("server", True)]
+)
+
+
+@both_flavours
+async def test_the_bot_posts_what_jira_says_matches(
+    harness: Harness, flavour: str, server_service_account: bool
+) -> None:
+    h, at = harness, site(harness, flavour)
+    at.jira.add_project("PROJ", "Project")
+    yes = at.jira.add_issue("PROJ", "Printer on fire", labels=["printers"])
+    no = at.jira.add_issue("PROJ", "Printer out of paper", labels=["printers"])
+    local_no = at.jira.add_issue("PROJ", "Coffee machine", labels=["kitchen"])
+    at.jira.jql_answers[REMOTE] = {yes}
+    await subscribe_remote(h, "dev", at)
     for key in (no, local_no, yes):
-        await send(h, issue_webhook(h.cloud_url, h.cloud, key))
+        await send(h, issue_webhook(at.url, at.jira, key))
     await wait_until(lambda: bool(posts_about(h, "dev", yes)), "the issue Jira matched posted")
     await processed(h)
     assert posts_about(h, "dev", no) == [] and posts_about(h, "dev", local_no) == []
     # The local clause (`labels = printers`) said no for the kitchen issue: Jira was not asked.
-    asked = [r.body["jql"] for r in bot_searches(h)]
-    assert sorted(asked) == sorted(f"({REMOTE}) AND issue = {h.cloud.issue(k)['id']}" for k in (yes, no))
+    asked = bot_searches(at)
+    assert sorted(r.body["jql"] for r in asked) == sorted(
+        f"({REMOTE}) AND issue = {at.jira.issue(k)['id']}" for k in (yes, no)
+    )
+    # Asked with the service account, never with a user's credentials.
+    assert {r.user for r in asked} == {service_user(at)}
 
 
-async def test_the_event_waits_while_jira_is_busy_then_posts(harness: Harness) -> None:
-    h = harness
-    h.cloud.add_project("PROJ", "Project")
-    key = h.cloud.add_issue("PROJ", "Printer on fire", labels=["printers"])
-    h.cloud.jql_answers[REMOTE] = {key}
-    await subscribe_remote(h, "dev")
-    h.cloud.fail_next(3, 503, path="/rest/api/3/search/jql")
-    await send(h, issue_webhook(h.cloud_url, h.cloud, key))
+@pytest.mark.parametrize(
+    ("flavour", "server_service_account", "status"), [("cloud", False, 429), ("server", True, 503)]
+)
+async def test_the_event_waits_while_jira_is_busy_then_posts(
+    harness: Harness, flavour: str, server_service_account: bool, status: int
+) -> None:
+    h, at = harness, site(harness, flavour)
+    at.jira.add_project("PROJ", "Project")
+    key = at.jira.add_issue("PROJ", "Printer on fire", labels=["printers"])
+    at.jira.jql_answers[REMOTE] = {key}
+    await subscribe_remote(h, "dev", at)
+    at.jira.fail_next(3, status, path=at.search)
+    await send(h, issue_webhook(at.url, at.jira, key))
     await wait_until(lambda: bool(posts_about(h, "dev", key)), "posted once Jira answers", timeout=60)
-    statuses = [r.status for r in bot_searches(h)]
-    assert statuses[-1] == 200 and statuses.count(503) == 3
+    await processed(h)
+    assert len(posts_about(h, "dev", key)) == 1  # not dropped, and posted once
+    statuses = [r.status for r in bot_searches(at)]
+    assert statuses[-1] == 200 and statuses.count(status) == 3
     item = await h.services.db.inbox.get(1)
     assert item is not None and item.attempts > 1  # given back and claimed again
+
+
+async def test_the_webhook_is_acknowledged_before_jira_is_asked(harness: Harness) -> None:
+    h, at = harness, site(harness, "cloud")
+    at.jira.add_project("PROJ", "Project")
+    key = at.jira.add_issue("PROJ", "Printer on fire", labels=["printers"])
+    at.jira.jql_answers[REMOTE] = {key}
+    await subscribe_remote(h, "dev", at)
+    gate = at.jira.hold(at.search)  # Jira takes its time answering the search
+    try:
+        # Acknowledged while no search can finish: the intake does not ask Jira.
+        await asyncio.wait_for(send(h, issue_webhook(at.url, at.jira, key)), timeout=20)
+        assert bot_searches(at) == []
+        # The processor asks afterwards, and posts nothing until Jira has answered.
+        await wait_until(lambda: at.jira.held == 1, "the stored webhook's search under way")
+        assert posts_about(h, "dev", key) == []
+    finally:
+        gate.set()
+    await wait_until(lambda: bool(posts_about(h, "dev", key)), "posted once Jira answered")
+    assert [r.status for r in bot_searches(at)] == [200]

@@ -38,7 +38,8 @@ Behaviour copied from Jira where tests depend on it:
 - GET /rest/api/2/field lists a few system fields and `custom_fields`; GET /rest/api/2/priority
   lists `priorities` from the highest to the lowest.
 - Injected failures (`fail_next`) answer before authentication, 429/503 with `Retry-After`
-  when given; `latency` delays every answer. `max_in_flight` records peak concurrency.
+  when given; `latency` delays every answer; `hold(path)` keeps requests to a path waiting
+  until the event it returns is set. `max_in_flight` records peak concurrency.
 
 The fake is one class, `FakeJira` (server.py: state, setup, serving, authentication), assembled
 from one part per API area: users.py (users, server info), metadata.py (projects, createmeta),

@@ -96,6 +96,9 @@ class FakeJira(UsersAndServer, ProjectsAndCreateMeta, Issues, Search, Views):
         self._oauth1_consumers: dict[str, rsa.RSAPublicKey] = {}
         self._oauth1_tokens: dict[str, str] = {}  # OAuth 1.0a access token -> user id
         self._failures: list[_Failure] = []
+        # REST path prefix -> the gate its requests wait at until set (see `hold`).
+        self._holds: dict[str, asyncio.Event] = {}
+        self.held = 0  # requests waiting at a gate now
         self._ids = itertools.count(10001)
         self._project_counters: dict[str, int] = {}
 
@@ -292,6 +295,12 @@ class FakeJira(UsersAndServer, ProjectsAndCreateMeta, Issues, Search, Views):
         get `status`; `retry_after` adds the Retry-After header, in whole seconds."""
         self._failures.append(_Failure(n, status, retry_after, path))
 
+    def hold(self, path: str) -> asyncio.Event:
+        """Requests whose REST path starts with `path` wait (counted in `held`) until the
+        returned event is set: a test sees what the bot does while Jira has not answered."""
+        gate = self._holds[path] = asyncio.Event()
+        return gate
+
     def requests_to(self, rest_path: str, method: str | None = None) -> list[JiraRequest]:
         return [
             r
@@ -353,6 +362,13 @@ class FakeJira(UsersAndServer, ProjectsAndCreateMeta, Issues, Search, Views):
                     body = raw.decode(errors="replace")
             if self.latency:
                 await asyncio.sleep(self.latency)
+            for prefix, gate in self._holds.items():
+                if rest_path.startswith(prefix) and not gate.is_set():
+                    self.held += 1
+                    try:
+                        await gate.wait()
+                    finally:
+                        self.held -= 1
             response = self._injected_failure(rest_path)
             if response is None:
                 try:
