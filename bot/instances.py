@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Literal
 
 from bot.config import CloudOAuthSettings, JiraInstanceSettings, ServerOAuthSettings, ServiceAccount
+from bot.names import KnownInstance, find_known_instance, unknown_instance
 from bot.security.urls import SETTING as PRIVATE_URLS_SETTING
 from bot.security.urls import UnsafeUrl
 from bot.store.interfaces import KeyValueRepository
@@ -41,9 +42,13 @@ class Instance:
     def label(self) -> str:
         return f"{self.alias} ({self.url})" if self.alias else self.url
 
+    @property
+    def known(self) -> KnownInstance:
+        return KnownInstance(self.url, self.alias)
+
     def named(self, name: str) -> bool:
-        name = name.strip().rstrip("/")
-        return name.lower() in {self.url.lower(), self.alias.lower()} if name else False
+        """Whether `name` is this instance's URL or alias (as bot.names finds instances)."""
+        return find_known_instance(name, (self.known,)) is not None
 
 
 def _from_settings(s: JiraInstanceSettings) -> Instance:
@@ -110,10 +115,20 @@ class InstanceDirectory:
         return [i.url for i in self.all()]
 
     def find(self, name: str) -> Instance | None:
-        for inst in self.all():
-            if inst.named(name):
-                return inst
-        return None
+        """By URL or alias, case and a trailing slash aside (bot.names)."""
+        everything = self.all()
+        known = [inst.known for inst in everything]
+        found = find_known_instance(name, known)
+        return everything[known.index(found)] if found is not None else None
+
+    def require(self, name: str) -> Instance:
+        """The instance `name` names; InstanceError otherwise, with the sentence and did-you-mean
+        every entry point gives for an unknown instance (bot.names)."""
+        found = self.find(name)
+        if found is None:
+            known = [inst.known for inst in self.all()]
+            raise InstanceError(unknown_instance(name, known) or f"There is no Jira instance `{name}`.")
+        return found
 
     @property
     def default(self) -> Instance | None:
@@ -164,9 +179,7 @@ class InstanceDirectory:
             await self._check_url(inst.url)
 
     async def uninstall(self, name: str) -> Instance:
-        inst = self.find(name)
-        if inst is None:
-            raise InstanceError(f"No instance {name!r}. See `/jira instance list`.")
+        inst = self.require(name)
         if inst.source == "config":
             raise InstanceError(f"{inst.url} comes from the config file; remove it there.")
         self._installed = tuple(i for i in self._installed if i.url != inst.url)
@@ -177,9 +190,7 @@ class InstanceDirectory:
         return inst
 
     async def set_alias(self, name: str, alias: str) -> Instance:
-        inst = self.find(name)
-        if inst is None:
-            raise InstanceError(f"No instance {name!r}. See `/jira instance list`.")
+        inst = self.require(name)
         other = self.find(alias) if alias else None
         if other is not None and other.url != inst.url:
             raise InstanceError(f"The alias {alias!r} is taken by {other.url}.")
@@ -187,10 +198,17 @@ class InstanceDirectory:
         await self._save()
         return self.find(inst.url) or inst
 
+    async def remove_alias(self, name: str) -> Instance:
+        """Take its alias from the instance `name` names (its alias or its URL); the instance as
+        it was, with the alias it had."""
+        inst = self.require(name)
+        if not inst.alias:
+            raise InstanceError(f"{inst.url} has no alias.")
+        await self.set_alias(inst.url, "")
+        return inst
+
     async def set_default(self, name: str) -> Instance | None:
-        inst = self.find(name) if name else None
-        if name and inst is None:
-            raise InstanceError(f"No instance {name!r}. See `/jira instance list`.")
+        inst = self.require(name) if name else None
         self._default = inst.url if inst else ""
         await self._kv.put(DEFAULT_KEY, self._default)
         return inst

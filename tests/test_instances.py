@@ -6,6 +6,7 @@ import pytest
 
 from bot.config import JiraInstanceSettings
 from bot.instances import InstanceDirectory, InstanceError
+from bot.names import KnownInstance, unknown_instance
 from bot.store.db import Database
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -51,3 +52,40 @@ async def test_alias_and_default(db: Database) -> None:
         await reloaded.install("acme.example", "cloud")
     with pytest.raises(InstanceError, match="installed already"):
         await reloaded.install("https://acme.atlassian.net", "cloud")
+
+
+async def test_unknown_names_get_the_shared_sentence_and_did_you_mean(db: Database) -> None:
+    d = InstanceDirectory([ACME], db.kv)
+    await d.load(NOW)
+    await d.install("https://jira.corp.example", "server", "corp")
+    known = [KnownInstance(ACME.url, "acme"), KnownInstance("https://jira.corp.example", "corp")]
+    sentence = (
+        "There is no Jira instance `acmee` (did you mean `acme`?). Known instances: "
+        "`acme` (https://acme.atlassian.net), `corp` (https://jira.corp.example)."
+    )
+    assert unknown_instance("acmee", known) == sentence
+    for call in (d.uninstall, d.set_default, d.remove_alias, lambda n: d.set_alias(n, "x")):
+        with pytest.raises(InstanceError) as e:
+            await call("acmee")
+        assert str(e.value) == sentence
+    with pytest.raises(InstanceError) as by_host:
+        d.require("jira.corp.example")
+    assert str(by_host.value) == unknown_instance("jira.corp.example", known)
+    assert "(did you mean `corp`?)" in str(by_host.value)
+    # URL or alias, in any case, with or without a trailing slash.
+    assert d.require("HTTPS://JIRA.CORP.EXAMPLE/").alias == "corp"
+    assert (await d.set_default("Corp")) == d.require("corp")
+
+
+async def test_remove_alias_by_alias_or_url(db: Database) -> None:
+    d = InstanceDirectory([ACME], db.kv)
+    await d.load(NOW)
+    await d.install("https://b.atlassian.net", "cloud", "bee")
+    removed = await d.remove_alias("BEE")
+    assert (removed.url, removed.alias) == ("https://b.atlassian.net", "bee")
+    assert d.find("bee") is None and d.require("https://b.atlassian.net").alias == ""
+    with pytest.raises(InstanceError) as e:
+        await d.remove_alias("https://b.atlassian.net/")
+    assert str(e.value) == "https://b.atlassian.net has no alias."
+    assert (await d.remove_alias(ACME.url.upper())).alias == "acme"
+    assert d.find("acme") is None

@@ -49,7 +49,7 @@ from bot.accounts.oauth1_server import OAuth1Error, ServerOAuth1, TokenPair
 from bot.accounts.oauth_cloud import CloudOAuth, InvalidGrantError, OAuthError, new_pkce_pair, pkce_challenge
 from bot.accounts.store import ConnectionStore
 from bot.config import JiraSettings
-from bot.instances import Instance, InstanceDirectory
+from bot.instances import Instance, InstanceDirectory, InstanceError
 from bot.jira.credentials import Credentials, OAuth1Token, OAuth2Token, PersonalAccessToken
 from bot.security.urls import UnsafeUrl
 from bot.store.interfaces import KeyValueRepository
@@ -142,12 +142,12 @@ class ConnectFlows:
     # ------------------------------------------------------------------------------ instances
 
     def instance(self, name_or_url: str) -> Instance:
-        """The configured instance by URL or alias; AccountError naming the known ones otherwise."""
-        found = self._instances.find(name_or_url)
-        if found is None:
-            known = ", ".join(i.alias or i.url for i in self._instances.all()) or "none configured"
-            raise AccountError(f"There is no Jira instance `{name_or_url}` (known: {known}).")
-        return found
+        """The instance by URL or alias; AccountError otherwise, with the sentence and did-you-mean
+        every entry point gives for an unknown instance."""
+        try:
+            return self._instances.require(name_or_url)
+        except InstanceError as e:
+            raise AccountError(str(e)) from None
 
     def _configured(self, instance_id: str) -> Instance | None:
         return self._instances.find(instance_id)

@@ -6,6 +6,7 @@ import pytest
 
 from bot.accounts.models import AccountError, AuthType, JiraIdentity, NotificationSettings
 from bot.jira.credentials import PersonalAccessToken
+from bot.names import KnownInstance, unknown_instance
 from tests.accounts.conftest import CLOUD_URL, SERVER_URL, Harness, start_harness
 
 BOB = JiraIdentity(name="bob", display_name="Bob <b>Builder</b>", email="bob@example.com")
@@ -17,8 +18,35 @@ async def test_server_without_application_link_uses_the_token_dialog(harness: Ha
     assert not h.service.needs_token_dialog("acme")
     with pytest.raises(AccountError, match="personal access token"):
         await h.service.start_connect("bob", "onprem", now=h.clock.now)
-    with pytest.raises(AccountError, match=r"no Jira instance `nowhere`.*acme, onprem"):
+    with pytest.raises(AccountError) as unknown:
         h.service.needs_token_dialog("nowhere")
+    assert str(unknown.value) == unknown_instance("nowhere", KNOWN)
+
+
+# The sentence every entry point gives for an unknown instance (bot.names), spelt out once.
+KNOWN = [KnownInstance(CLOUD_URL, "acme"), KnownInstance(SERVER_URL, "onprem")]
+MISSPELT = (
+    "There is no Jira instance `onprme` (did you mean `onprem`?). Known instances: "
+    f"`acme` ({CLOUD_URL}), `onprem` ({SERVER_URL})."
+)
+
+
+async def test_connect_names_a_misspelt_instance_as_every_entry_point_does(harness: Harness) -> None:
+    h = harness
+    assert unknown_instance("onprme", KNOWN) == MISSPELT
+    with pytest.raises(AccountError) as start:
+        await h.service.start_connect("bob", "onprme", now=h.clock.now)
+    assert str(start.value) == MISSPELT
+    with pytest.raises(AccountError) as token:
+        await h.service.connect_with_token("bob", "onprme", "good-pat", now=h.clock.now)
+    assert str(token.value) == MISSPELT
+    with pytest.raises(AccountError) as by_host:
+        await h.service.choose_instance("bob", "jira.example.com")
+    assert str(by_host.value) == unknown_instance("jira.example.com", KNOWN)
+    assert "(did you mean `onprem`?)" in str(by_host.value)
+    # URL or alias, in any case.
+    assert (await h.service.choose_instance("bob", SERVER_URL.upper() + "/")).url == SERVER_URL
+    assert h.service.instance("ACME").url == CLOUD_URL
 
 
 async def test_personal_access_token_is_checked_before_it_is_kept(harness: Harness) -> None:

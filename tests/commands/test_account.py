@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlparse
 
+from bot.names import unknown_instance
 from tests.commands.conftest import Harness
 
 
@@ -66,8 +67,18 @@ async def test_connect_with_several_instances_and_no_choice_says_how_to_choose(h
 
 
 async def test_connect_unknown_instance(harness: Harness) -> None:
-    text = (await harness.command("alice", "connect --instance nowhere"))["text"]
-    assert "There is no Jira instance `nowhere`" in text
+    # The sentence and did-you-mean every entry point gives for an unknown instance.
+    sentence = (
+        "There is no Jira instance `clod` (did you mean `cloud`?). Known instances: "
+        f"`cloud` ({harness.cloud_url}), `dc` ({harness.server_url})."
+    )
+    known = [i.known for i in harness.services.instances.all()]
+    assert unknown_instance("clod", known) == sentence
+    assert (await harness.command("alice", "connect --instance clod"))["text"] == sentence
+    assert (await harness.command("alice", "connect clod"))["text"] == sentence
+    # URL or alias, in any case.
+    answer = await harness.command("alice", f"connect {harness.cloud_url.upper()}/")
+    assert "Click here to link your Jira account" in answer["text"]
 
 
 async def test_connect_server_with_a_personal_access_token_dialog(harness: Harness) -> None:

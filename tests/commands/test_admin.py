@@ -9,6 +9,7 @@ import pytest
 
 from bot.instances import InstanceDirectory
 from bot.jira.instances import encode_instance_id
+from bot.names import KnownInstance, unknown_instance
 from bot.routing.model import Subscription, SubscriptionFilters
 from tests.commands.conftest import Harness
 
@@ -137,9 +138,14 @@ async def test_install_of_a_private_address_with_the_setting(harness: Harness) -
     assert harness.services.instances.find("inside") is not None
 
 
+def known(h: Harness) -> list[KnownInstance]:
+    return [i.known for i in h.services.instances.all()]
+
+
 async def test_uninstall_errors_and_subscriptions_left_behind(harness: Harness) -> None:
     assert "comes from the config file" in (await harness.command("admin", "instance uninstall dc"))["text"]
-    assert "No instance 'nowhere'" in (await harness.command("admin", "instance uninstall nowhere"))["text"]
+    unknown = (await harness.command("admin", "instance uninstall nowhere"))["text"]
+    assert unknown == unknown_instance("nowhere", known(harness))
     assert "Use `/jira instance uninstall" in (await harness.command("admin", "instance uninstall"))["text"]
 
     await harness.command("admin", f"instance install server {NEW_JIRA} newjira")
@@ -158,7 +164,8 @@ async def test_alias_and_unalias(harness: Harness) -> None:
 
     assert "is taken" in (await harness.command("admin", "instance alias dc prod"))["text"]
     assert "cannot be an alias" in (await harness.command("admin", "instance alias dc https://x"))["text"]
-    assert "No instance 'nowhere'" in (await harness.command("admin", "instance alias nowhere x"))["text"]
+    unknown = (await harness.command("admin", "instance alias dcc x"))["text"]
+    assert unknown == unknown_instance("dcc", known(harness)) and "(did you mean `dc`?)" in unknown
     assert (
         "Use `/jira instance alias URL ALIAS`"
         in (await harness.command("admin", "instance alias dc"))["text"]
@@ -167,19 +174,26 @@ async def test_alias_and_unalias(harness: Harness) -> None:
     assert "`prod` no longer names" in (await harness.command("admin", "instance unalias prod"))["text"]
     assert harness.services.instances.find("prod") is None
     missing = (await harness.command("admin", "instance unalias prod"))["text"]
-    assert "No instance has the alias `prod`" in missing and "`dc`" in missing
-    # A URL is not an alias.
-    assert (
-        "No instance has the alias"
-        in (await harness.command("admin", f"instance unalias {harness.server_url}"))["text"]
-    )
+    assert missing == unknown_instance("prod", known(harness))
+    # Named by its URL (any case), an instance loses its alias too; one without says so.
+    by_url = (await harness.command("admin", f"instance unalias {harness.server_url.upper()}/"))["text"]
+    assert by_url == f"`dc` no longer names {harness.server_url}."
+    none_left = (await harness.command("admin", f"instance unalias {harness.server_url}"))["text"]
+    assert none_left == f"{harness.server_url} has no alias."
 
 
 async def test_default(harness: Harness) -> None:
     text = (await harness.command("admin", "instance default dc"))["text"]
     assert text == f"dc ({harness.server_url}) is now the default Jira instance."
     assert "| dc | yes |" in (await harness.command("admin", "instance list"))["text"]
-    assert "No instance 'nowhere'" in (await harness.command("admin", "instance default nowhere"))["text"]
+    misspelt = (await harness.command("admin", "instance default cloudd"))["text"]
+    assert misspelt == unknown_instance("cloudd", known(harness))
+    assert misspelt == (
+        "There is no Jira instance `cloudd` (did you mean `cloud`?). Known instances: "
+        f"`cloud` ({harness.cloud_url}), `dc` ({harness.server_url})."
+    )
+    text = (await harness.command("admin", f"instance default {harness.cloud_url.upper()}"))["text"]
+    assert text == f"cloud ({harness.cloud_url}) is now the default Jira instance."
     assert "Use `/jira instance default" in (await harness.command("admin", "instance default"))["text"]
 
 

@@ -14,6 +14,7 @@ from bot.gate.jsm import JsmClients
 from bot.gate.service import GateService, body_hash
 from bot.gate.store import GateStore
 from bot.gate_rules.model import Gate, GateRequest
+from bot.names import unknown_instance
 from tests.commands.conftest import Harness
 from tests.fakes.jsm import FakeJsm
 from tests.gate.harness import SVC_EMAIL, SVC_SECRET, gate_settings
@@ -143,7 +144,17 @@ async def test_test_says_what_is_wrong(gates: Gates) -> None:
     missing = (await gates.h.command("admin", "change test"))["text"]
     assert "no service desk for project ITSM" in missing
 
-    unknown = (await gates.h.command("admin", "change test nowhere"))["text"]
-    assert "There is no Jira instance `nowhere`" in unknown
+    # The sentence and did-you-mean every entry point gives for an unknown instance.
+    unknown = (await gates.h.command("admin", "change test itsn"))["text"]
+    h = gates.h
+    assert unknown == (
+        "There is no Jira instance `itsn` (did you mean `itsm`?). Known instances: "
+        f"`cloud` ({h.cloud_url}), `dc` ({h.server_url}), `itsm` ({gates.jsm.url})."
+    )
+    deps = h.services.commands.deps  # type: ignore[union-attr]
+    assert unknown == unknown_instance("itsn", deps.settings.jira.known_instances)
+    # URL in any case.
+    by_url = (await h.command("admin", f"change test {gates.jsm.url.upper()}/"))["text"]
+    assert by_url.startswith("###### Change gate connection `itsm`")
     no_account = (await gates.h.command("admin", "change test dc"))["text"]
     assert "has no `service_account`" in no_account

@@ -157,16 +157,11 @@ async def instance_alias(ctx: CommandContext) -> CommandResponse:
 async def instance_unalias(ctx: CommandContext) -> CommandResponse:
     if len(ctx.args) != 1:
         raise CommandError("Use `/jira instance unalias ALIAS`.")
-    alias = ctx.args[0]
-    inst = ctx.deps.instances.find(alias)
-    if inst is None or inst.alias.lower() != alias.lower():
-        known = ", ".join(f"`{i.alias}`" for i in ctx.deps.instances.all() if i.alias) or "none"
-        raise CommandError(f"No instance has the alias `{alias}` (aliases: {known}).")
     try:
-        await ctx.deps.instances.set_alias(inst.url, "")
+        inst = await ctx.deps.instances.remove_alias(ctx.args[0])
     except InstanceError as e:
         raise CommandError(str(e)) from None
-    return CommandResponse.ephemeral(f"`{alias}` no longer names {inst.url}.")
+    return CommandResponse.ephemeral(f"`{inst.alias}` no longer names {inst.url}.")
 
 
 @COMMANDS.command(

@@ -22,6 +22,7 @@ from bot.gate_rules.model import ChangeRequest, Decision, Gate, GateStatus, Gate
 from bot.gate_rules.settings import ChangeGateSettings
 from bot.mattermost.models import DeliveryError, is_valid_id
 from bot.mattermost.payloads import CommandResponse
+from bot.names import unknown_instance
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +244,10 @@ async def change_test(ctx: CommandContext) -> CommandResponse:
     instance = ctx.deps.settings.jira.find_instance(wanted) if wanted else None
     if instance is None:
         if wanted:
-            raise CommandError(f"There is no Jira instance `{wanted}` in the configuration file.")
+            # The sentence and did-you-mean every entry point gives; the gate's connections are
+            # the configured instances.
+            known = ctx.deps.settings.jira.known_instances
+            raise CommandError(unknown_instance(wanted, known) or f"There is no Jira instance `{wanted}`.")
         if len(ctx.deps.settings.jira.instances) != 1:
             raise CommandError("Name the connection to test: `/jira change test URL|alias`.")
         instance = ctx.deps.settings.jira.instances[0]
