@@ -29,6 +29,7 @@ from pydantic import (
 from bot.gate_rules.settings import ChangeGateSettings
 from bot.names import (
     KnownInstance,
+    Role,
     bad_project_keys,
     canonical_events,
     canonical_field_key,
@@ -296,7 +297,7 @@ class SubscriptionSettings(_Section):
 
 class CommandSettings(_Section):
     # Who may add, edit and remove a channel's subscriptions.
-    subscription_role: Literal["users", "channel_admin", "team_admin", "system_admin"] = "system_admin"
+    subscription_role: Role = "system_admin"
     # When set, the user's Jira account must also belong to one of these Jira groups.
     subscription_jira_groups: tuple[str, ...] = ()
     # Appended to /jira help.

@@ -11,6 +11,15 @@ import difflib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
+
+# -- roles ---------------------------------------------------------------------------------------
+
+# The Mattermost roles a setting may require (`commands.subscription_role`,
+# `change_gate.cancel_role`), lowest first; the settings' one type, so that a misspelt role gets
+# the same sentence and did-you-mean (bot.config) wherever it is written.
+Role = Literal["users", "channel_admin", "team_admin", "system_admin"]
+ROLE_CHOICES: tuple[str, ...] = get_args(Role)
 
 # -- events --------------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import pytest
 from bot.__main__ import main
 from bot.commands.subscription_text import SubscriptionTextError, parse_events, parse_field_filter
 from bot.config import ConfigError, load_settings
-from bot.names import KnownInstance, unknown_instance
+from bot.names import ROLE_CHOICES, KnownInstance, unknown_instance
 
 ACME = "https://acme.atlassian.net"
 INSTANCES = (
@@ -199,3 +199,30 @@ def test_a_valid_subscription_passes(tmp_path: Path, capsys: pytest.CaptureFixtu
     cfg = write(tmp_path, FIELD_TYPO.replace("prority", "customfield_10072"))
     assert main(["--config", str(cfg), "check-config"]) == 0
     assert "configuration is valid" in capsys.readouterr().out
+
+
+def test_roles_are_one_type_with_one_did_you_mean(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.commands import permissions
+
+    assert ROLE_CHOICES == (
+        permissions.ROLE_USERS,
+        permissions.ROLE_CHANNEL_ADMIN,
+        permissions.ROLE_TEAM_ADMIN,
+        permissions.ROLE_SYSTEM_ADMIN,
+    )
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        INSTANCES + "change_gate:\n  instance: acme\n  service_desk: ITSM\n  channel: ops/deploys\n"
+        "  cancel_role: team_admn\n"
+    )
+    monkeypatch.setenv("JIRA_CHATOPS__COMMANDS__SUBSCRIPTION_ROLE", "Channel_Admn")
+    assert main(["--config", str(cfg), "check-config"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    choices = "must be 'users', 'channel_admin', 'team_admin' or 'system_admin'"
+    assert f"  {cfg}:9: change_gate.cancel_role: {choices} (did you mean `team_admin`?)" in err
+    assert (
+        f"  JIRA_CHATOPS__COMMANDS__SUBSCRIPTION_ROLE: commands.subscription_role: {choices} "
+        "(did you mean `channel_admin`?)"
+    ) in err

@@ -12,12 +12,12 @@ import hmac
 import string
 from collections.abc import Mapping
 from datetime import tzinfo
-from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from bot.gate_rules.model import GatePolicy, GateRequest, GateTarget
+from bot.names import Role
 
 DEFAULT_SUMMARY_TEMPLATE = 'Octopus: Deploy "{project}" version {version} to "{environment}"'
 DEFAULT_DESCRIPTION_TEMPLATE = (
@@ -92,7 +92,7 @@ class ChangeGateSettings(_Section):
     projects: dict[str, GateProjectSettings] = {}
     environments: dict[str, GateEnvironmentSettings] = {}
     # Who may cancel a gate with /jira change cancel.
-    cancel_role: Literal["users", "channel_admin", "team_admin", "system_admin"] = "channel_admin"
+    cancel_role: Role = "channel_admin"
 
     @field_validator("date_only_timezone")
     @classmethod
