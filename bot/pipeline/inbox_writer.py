@@ -4,6 +4,11 @@ A commit costs about as much for one row as for dozens, so each webhook waits (a
 `max_wait` seconds, or until `max_batch` rows are queued) for others to join its transaction.
 Every waiting request is answered only after that transaction commits; when it fails, every
 request of the batch gets the error (and Jira retries each of them).
+
+With `concurrency` > 1 (PostgreSQL, see `SqlInboxRepository.write_concurrency`) several batches
+are committed at once, each on a connection of its own, so their commit waits overlap. Batches
+may then commit in another order than they were cut; webhooks of one issue keep theirs, as Jira
+sends the next one only after the previous one was answered, i.e. committed.
 """
 
 from __future__ import annotations
@@ -24,9 +29,9 @@ _Waiter = tuple[NewInboxRow, "asyncio.Future[tuple[int, bool]]"]
 class InboxWriter:
     """Batches `enqueue` calls into `InboxRepository.enqueue_many` transactions.
 
-    One transaction at a time: batches are stored, and so processed, in the order the webhooks
-    came in. No task runs while nothing is queued: the first waiting row starts a flusher, which
-    stops once the queue is empty, so the writer needs no start or stop of its own.
+    One transaction at a time by default: batches are stored, and so processed, in the order the
+    webhooks came in. No task runs while nothing is queued: the first waiting row starts a
+    flusher, which stops once the queue is empty, so the writer needs no start or stop of its own.
     """
 
     def __init__(
@@ -36,9 +41,15 @@ class InboxWriter:
         clock: Callable[[], datetime],
         max_batch: int = 64,
         max_wait: float = 0.001,
+        concurrency: int = 1,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self._concurrency = concurrency
+        # Batches being written while the flusher cuts the next ones (concurrency > 1).
+        self._writing: set[asyncio.Task[None]] = set()
         self._inbox = inbox
         self._clock = clock
         self._max_batch = max_batch
@@ -72,6 +83,8 @@ class InboxWriter:
         if self._flusher is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(self._flusher)
+        if self._writing:
+            await asyncio.wait(self._writing)
 
     async def _flush_all(self) -> None:
         try:
@@ -83,7 +96,15 @@ class InboxWriter:
                         await asyncio.wait_for(self._full.wait(), self._max_wait)
                 batch = self._queue[: self._max_batch]
                 del self._queue[: self._max_batch]
-                await self._write(batch)
+                if self._concurrency == 1:
+                    await self._write(batch)
+                    continue
+                task = asyncio.create_task(self._write(batch), name="inbox-writer-batch")
+                self._writing.add(task)
+                task.add_done_callback(self._writing.discard)
+                if len(self._writing) >= self._concurrency:
+                    # Every connection busy: rows queue meanwhile, and the next batch is bigger.
+                    await asyncio.wait(self._writing, return_when=asyncio.FIRST_COMPLETED)
         except BaseException as e:
             # Cancelled at shutdown: no queued caller may wait forever.
             for _, future in self._queue:

@@ -73,7 +73,11 @@ class Intake:
         writer: InboxWriter | None = None,
     ) -> None:
         self._inbox = inbox
-        self._writer = writer if writer is not None else InboxWriter(inbox, clock=clock)
+        # A store that gains from committing several batches at once says so (PostgreSQL).
+        concurrency = getattr(inbox, "write_concurrency", 1)
+        if writer is None:
+            writer = InboxWriter(inbox, clock=clock, concurrency=concurrency)
+        self._writer = writer
         self._stats = stats
         self._sink = sink
         self._metrics = metrics

@@ -77,6 +77,23 @@ def _sqlite_chunks(indexes: list[int], keyed: bool) -> list[tuple[list[int], int
     return pieces
 
 
+# Inbox batches in flight at once on PostgreSQL: enough to hide a commit's wait behind the
+# others' work, few enough to leave the pool's other connections to processing and delivery.
+_PG_WRITE_CONCURRENCY = 3
+
+# The rows' values as arrays, unnested in their order (see `_insert_postgresql`).
+_PG_INBOX_INSERT = (
+    "INSERT INTO webhook_inbox (dedupe_key, route, instance_id, params, body, received_at, available_at,"
+    " status, attempts, order_key)"
+    " SELECT k, r, i, p::jsonb, b, $7::timestamptz, $7::timestamptz, 'pending', 0, o"
+    " FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::text[], $5::bytea[], $6::varchar[])"
+    " WITH ORDINALITY AS u(k, r, i, p, b, o, n)"
+    " ORDER BY n"
+    " ON CONFLICT (dedupe_key) DO NOTHING"
+    " RETURNING id, dedupe_key"
+)
+
+
 @functools.lru_cache(maxsize=32)
 def _sqlite_inbox_insert(count: int, keyed: bool) -> str:
     values = ",".join(["(" + ",".join("?" * len(_SQLITE_INBOX_COLUMNS)) + ")"] * count)
@@ -84,32 +101,13 @@ def _sqlite_inbox_insert(count: int, keyed: bool) -> str:
     return f"INSERT INTO webhook_inbox ({', '.join(_SQLITE_INBOX_COLUMNS)}) VALUES {values}{conflict}"
 
 
-def _inbox_row(row: NewInboxRow, now: datetime) -> dict[str, Any]:
-    return {
-        "dedupe_key": row.dedupe_key,
-        "route": row.route,
-        "instance_id": row.instance_id,
-        "params": dict(row.params),
-        "body": row.body,
-        "received_at": now,
-        "available_at": now,
-        "status": InboxStatus.PENDING.value,
-        "attempts": 0,
-        "order_key": row.order_key,
-    }
-
-
 class SqlInboxRepository:
     def __init__(self, access: SqlAccess) -> None:
         self._db = access
-        t = webhook_inbox
-        self._enqueue_keyed = (
-            access.insert(t)
-            .on_conflict_do_nothing(index_elements=[t.c.dedupe_key])
-            .returning(t.c.id, t.c.dedupe_key)
-        )
-        # Nothing to conflict with: the ids come back in the order of the rows.
-        self._enqueue_unkeyed = sa.insert(t).returning(t.c.id, sort_by_parameter_order=True)
+        # Batches of webhooks worth committing at once (bot.pipeline.inbox_writer): on PostgreSQL
+        # each waits for its commit on a connection of its own, so the waits overlap; SQLite has
+        # one writer at a time.
+        self.write_concurrency = 1 if access.dialect == "sqlite" else _PG_WRITE_CONCURRENCY
         self._converters: dict[str, Any] | None = None
 
     async def enqueue(
@@ -145,7 +143,7 @@ class SqlInboxRepository:
             if not runs or runs[-1][0] != keyed:
                 runs.append((keyed, []))
             runs[-1][1].append(i)
-        insert = self._insert_sqlite if self._db.dialect == "sqlite" else self._insert_sql
+        insert = self._insert_sqlite if self._db.dialect == "sqlite" else self._insert_postgresql
         stored, key_ids = await insert(rows, runs, first_of_key, now)
         results: list[tuple[int, bool]] = []
         for i, row in enumerate(rows):
@@ -158,35 +156,56 @@ class SqlInboxRepository:
             results.append((key_ids[row.dedupe_key], False))
         return results
 
-    async def _insert_sql(
+    async def _insert_postgresql(
         self, rows: Sequence[NewInboxRow], runs: _Runs, first_of_key: Mapping[str, int], now: datetime
     ) -> tuple[dict[int, int], dict[str, int]]:
-        """Insert the runs in one transaction; (row index -> new id, dedupe key -> id)."""
+        """Insert the rows as one autocommitted statement, straight on the driver connection:
+        (row index -> new id, dedupe key -> id).
+
+        One round trip that returns once the rows are committed (durable: synchronous_commit is
+        left on), where a transaction through SQLAlchemy costs four (BEGIN, INSERT, COMMIT and the
+        pool's ping) and its per-statement work in the event loop. The arrays are unnested in the
+        rows' order, so the ids follow it (`ORDER BY n`, as SQLAlchemy's own ordered inserts rely on).
+        """
+        convert = self._converters_for_dialect()
+        indexes = [i for _, run in runs for i in run]
+        picked_rows = [rows[i] for i in indexes]
         stored: dict[int, int] = {}
         key_ids: dict[str, int] = {}
-        async with self._db.write() as conn:
-            for keyed, indexes in runs:
-                params = [_inbox_row(rows[i], now) for i in indexes]
-                if keyed:
-                    for new_id, key in (await conn.execute(self._enqueue_keyed, params)).all():
-                        stored[first_of_key[key]] = key_ids[key] = int(new_id)
+        async with self._db.engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None  # a checked-out connection always has one
+            returned = await driver.fetch(
+                _PG_INBOX_INSERT,
+                [r.dedupe_key for r in picked_rows],
+                [r.route for r in picked_rows],
+                [r.instance_id for r in picked_rows],
+                [convert["params"](dict(r.params)) for r in picked_rows],
+                [r.body for r in picked_rows],
+                [r.order_key for r in picked_rows],
+                convert["received_at"](now),
+            )
+            # Rows without a key never conflict: their ids, in order, are theirs in order.
+            unkeyed = iter(i for i in indexes if rows[i].dedupe_key is None)
+            for new_id, key in sorted(returned):
+                if key is None:
+                    stored[next(unkeyed)] = int(new_id)
                 else:
-                    result = await conn.execute(self._enqueue_unkeyed, params)
-                    stored.update(zip(indexes, (int(r[0]) for r in result.all()), strict=True))
+                    stored[first_of_key[key]] = key_ids[key] = int(new_id)
             missing = [k for k in first_of_key if k not in key_ids]
             if missing:
                 # A conflict means a committed row with that key exists (PostgreSQL waited for it).
-                t = webhook_inbox
-                found = await conn.execute(
-                    sa.select(t.c.id, t.c.dedupe_key).where(t.c.dedupe_key.in_(missing))
+                found = await driver.fetch(
+                    "SELECT id, dedupe_key FROM webhook_inbox WHERE dedupe_key = ANY($1::varchar[])", missing
                 )
-                key_ids.update((key, int(existing)) for existing, key in found.all())
+                key_ids.update((key, int(existing)) for existing, key in found)
         return stored, key_ids
 
     async def _insert_sqlite(
         self, rows: Sequence[NewInboxRow], runs: _Runs, first_of_key: Mapping[str, int], now: datetime
     ) -> tuple[dict[int, int], dict[str, int]]:
-        """`_insert_sql` for SQLite, straight on the driver connection.
+        """`_insert_postgresql` for SQLite, straight on the driver connection.
 
         Every statement through SQLAlchemy costs several hand-offs to the driver's thread; here a
         batch of one run (the usual case) is a single autocommitted statement, a single hand-off.
@@ -197,7 +216,7 @@ class SqlInboxRepository:
         here), so statements come in a few sizes only (see `_sqlite_chunks`): one per batch size
         would keep ~30 MB of old bodies alive per connection.
         """
-        convert = self._sqlite_converters()
+        convert = self._converters_for_dialect()
         when = convert["received_at"](now)
         statements = [
             (keyed, chunk, size) for keyed, indexes in runs for chunk, size in _sqlite_chunks(indexes, keyed)
@@ -255,7 +274,7 @@ class SqlInboxRepository:
                 key_ids.update((key, int(existing)) for existing, key in found)
         return stored, key_ids
 
-    def _sqlite_converters(self) -> dict[str, Any]:
+    def _converters_for_dialect(self) -> dict[str, Any]:
         if self._converters is None:
             dialect = self._db.engine.dialect
             converters: dict[str, Any] = {}

@@ -110,6 +110,54 @@ async def test_a_lone_webhook_waits_no_longer_than_max_wait() -> None:
     assert 0.04 <= loop.time() - started < 1.0
 
 
+class OverlapInbox(RecordingInbox):
+    """RecordingInbox that also records how many batches were being written at once."""
+
+    def __init__(self, *, delay: float) -> None:
+        super().__init__(delay=delay)
+        self.writing = 0
+        self.most_at_once = 0
+
+    async def enqueue_many(self, rows: Sequence[NewInboxRow], *, now: datetime) -> list[tuple[int, bool]]:
+        self.writing += 1
+        self.most_at_once = max(self.most_at_once, self.writing)
+        try:
+            return await super().enqueue_many(rows, now=now)
+        finally:
+            self.writing -= 1
+
+
+async def test_with_concurrency_batches_are_written_at_once_up_to_the_bound() -> None:
+    inbox = OverlapInbox(delay=0.05)
+    w = InboxWriter(inbox, clock=lambda: T0, max_batch=2, concurrency=2)  # type: ignore[arg-type]
+    results = await asyncio.gather(*(w.enqueue(row(f"k{i}")) for i in range(8)))
+    await w.close()
+    assert inbox.most_at_once == 2
+    # Every row stored once and answered with its own id, whatever order the batches committed in.
+    assert sorted(key for batch in inbox.batches for key in batch) == sorted(f"k{i}" for i in range(8))
+    assert {inbox.ids[f"k{i}"] for i in range(8)} == {i for i, _ in results}
+    assert all(created for _, created in results) and len(set(results)) == 8
+    assert (w.batches, w.rows, w.queued) == (4, 8, 0)
+
+
+async def test_with_concurrency_a_failed_batch_fails_only_its_own_requests() -> None:
+    class FailFirst(RecordingInbox):
+        async def enqueue_many(self, rows: Sequence[NewInboxRow], *, now: datetime) -> list[tuple[int, bool]]:
+            first = not self.batches
+            self.batches.append([r.dedupe_key for r in rows])
+            await asyncio.sleep(0.01)
+            if first:
+                raise OSError("disk full")
+            self.batches.pop()  # recorded again by the store itself
+            return await super().enqueue_many(rows, now=now)
+
+    inbox = FailFirst()
+    w = InboxWriter(inbox, clock=lambda: T0, max_batch=2, concurrency=3)  # type: ignore[arg-type]
+    results = await asyncio.gather(*(w.enqueue(row(f"k{i}")) for i in range(6)), return_exceptions=True)
+    assert [isinstance(r, OSError) for r in results] == [True, True, False, False, False, False]
+    assert sorted(r for r in results if not isinstance(r, BaseException)) == [(i, True) for i in range(1, 5)]
+
+
 def test_max_batch_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_batch"):
         writer(RecordingInbox(), max_batch=0)

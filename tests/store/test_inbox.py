@@ -263,6 +263,16 @@ async def test_enqueue_many_of_any_size(db: Database, size: int) -> None:
     assert [i.id for i in items] == [item_id for item_id, _ in results]
 
 
+async def test_enqueue_many_at_once_with_shared_keys_stores_each_key_once(db: Database) -> None:
+    # As the intake's writer does on PostgreSQL: several batches in flight, a key in two of them.
+    batches = [[_row(f"k{b}-{i}") for i in range(20)] + [_row("shared"), _row(None)] for b in range(3)]
+    results = await asyncio.gather(*(db.inbox.enqueue_many(rows, now=T0) for rows in batches))
+    shared = [result[20] for result in results]
+    assert sum(created for _, created in shared) == 1 and len({i for i, _ in shared}) == 1
+    assert all(created for result in results for _, created in result[:20] + result[21:])
+    assert (await db.inbox.counts())["pending"] == 3 * 21 + 1
+
+
 async def test_enqueue_many_of_nothing(db: Database) -> None:
     assert await db.inbox.enqueue_many([], now=T0) == []
 
