@@ -586,8 +586,9 @@ def _located(
 def subscription_problems(settings: Settings) -> list[tuple[tuple[int | str, ...], str]]:
     """What makes declared subscriptions unusable across keys, which one section's model cannot
     see: an instance that is not configured (with the same did-you-mean as `--instance`), a
-    missing instance where several are configured, a name declared twice for one channel (the
-    start would refuse it). Each with the key path it is about."""
+    missing instance where several are configured, no event, no project and no JQL, a name
+    declared twice for one channel (the start would refuse it). Each with the key path it is
+    about. JQL is checked by bot.pipeline.config_subscriptions (it needs the compiler)."""
     problems: list[tuple[tuple[int | str, ...], str]] = []
     known = settings.jira.known_instances
     seen: dict[tuple[str, str], int] = {}
@@ -602,6 +603,17 @@ def subscription_problems(settings: Settings) -> list[tuple[tuple[int | str, ...
                 (
                     ("subscriptions", i, "instance"),
                     f"is required unless jira.instances holds exactly one instance (it holds: {listed})",
+                )
+            )
+        # As the one-line form and the dialog require them.
+        filters = declared.filters
+        if not filters.events:
+            problems.append((("subscriptions", i, "filters", "events"), "name at least one event"))
+        if not filters.projects and not (filters.jql and filters.jql.strip()):
+            problems.append(
+                (
+                    ("subscriptions", i, "filters", "projects"),
+                    "name at least one project (or give filters.jql)",
                 )
             )
         # Chat commands find a channel's subscriptions by name case-insensitively.

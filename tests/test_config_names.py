@@ -176,6 +176,11 @@ CHECKED_LATER = [
         FIELD_TYPO.replace("prority", "priority").replace("acme/dev", "town-square"),
         "subscriptions.0.channel: `town-square` is neither",
     ),
+    # No event: nothing would ever be posted.
+    (
+        FIELD_TYPO.replace("prority", "priority").replace("events: [event_created]", "events: []"),
+        "c.yaml:10: subscriptions.0.filters.events: name at least one event",
+    ),
     # No instance named, and two configured: the start cannot tell which.
     (
         FIELD_TYPO.replace("prority", "priority").replace("    instance: acme\n", ""),

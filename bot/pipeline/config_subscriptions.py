@@ -27,8 +27,9 @@ def _instance_for(settings: Settings, declared: SubscriptionSettings) -> str | N
 
 def config_subscription_problems(settings: Settings) -> list[str]:
     """Problems that make the declared subscriptions unusable, each naming its key: what needs
-    the JQL compiler, which bot.config cannot import. The names (events, fields, instances) are
-    checked by bot.config itself, with the file's line or the environment variable."""
+    the JQL compiler, which bot.config cannot import. The rest (events, fields, instances, a
+    subscription without events or projects) is checked by bot.config itself, with the file's
+    line or the environment variable."""
     problems = []
     for i, declared in enumerate(settings.subscriptions):
         jql = declared.filters.jql
@@ -48,12 +49,6 @@ def config_subscription_problems(settings: Settings) -> list[str]:
                 compile_subscription_jql(jql, jira_check=jira_check, offer_jira=service_account)
             except JqlError as e:
                 problems.append(f"subscriptions.{i}.filters.jql ({declared.name!r}): {e}")
-        elif not declared.filters.projects:
-            problems.append(
-                f"subscriptions.{i}.filters.projects: name at least one project (or give filters.jql)"
-            )
-        if not declared.filters.events:
-            problems.append(f"subscriptions.{i}.filters.events: name at least one event")
     return problems
 
 

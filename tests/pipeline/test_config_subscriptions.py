@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bot.__main__ import main
-from bot.config import load_settings
+from bot.config import ConfigError, load_settings
 from bot.pipeline.config_subscriptions import config_subscription_problems
 
 _CONFIG = """
@@ -36,8 +36,12 @@ def test_jql_makes_projects_optional(tmp_path: Path) -> None:
 
 def test_without_jql_projects_are_still_required(tmp_path: Path) -> None:
     cfg = _settings(tmp_path, "issue_types: [Bug]")
-    problems = config_subscription_problems(load_settings(cfg, environ={}))
-    assert problems == ["subscriptions.0.filters.projects: name at least one project (or give filters.jql)"]
+    with pytest.raises(ConfigError) as e:
+        load_settings(cfg, environ={})
+    # The line of the subscription's filters, where projects belong.
+    assert str(e.value).splitlines()[1:] == [
+        f"  {cfg}:8: subscriptions.0.filters.projects: name at least one project (or give filters.jql)"
+    ]
 
 
 @pytest.mark.parametrize(
