@@ -197,3 +197,64 @@ def test_explain_shows_remote_clauses_as_checked_by_jira() -> None:
     # Names learnt from Jira are used.
     named = explain(sub("points", '"Story Points" > 3', check="local"), WEB, NOW, names=NAMES)
     assert named.lines[-1] == "✔ JQL as a whole" and named.matched
+
+
+# Cloud sends the sprints as objects; Server/Data Center as the Java toString of each sprint.
+SPRINT_NAMES = JiraNames.of(
+    {**NAMES.custom_fields, "Sprint": "customfield_10020", "Epic Link": "customfield_10008"}, NAMES.priorities
+)
+CLOUD_SPRINT = event(customfield_10020=[{"id": 37, "name": "Sprint 12", "state": "active", "boardId": 3}])
+SERVER_SPRINT = event(
+    customfield_10020=[
+        "com.atlassian.greenhopper.service.sprint.Sprint@6b5e8c0f[id=37,rapidViewId=3,state=ACTIVE,"
+        "name=Sprint 12,goal=,startDate=2026-02-02T09:00:00.000Z,endDate=2026-02-16T09:00:00.000Z,"
+        "completeDate=<null>,sequence=37]"
+    ]
+)
+NO_SPRINT = event(customfield_10020=None)
+
+
+@pytest.mark.parametrize(
+    ("jql", "cloud", "server", "none"),
+    [
+        ("sprint = 37", True, True, False),
+        ('Sprint = "sprint 12"', True, True, False),
+        ("sprint in (36, 38)", False, False, False),
+        ("sprint != 36", True, True, False),  # an issue in no sprint is not "not in 36"
+        ("sprint is EMPTY", False, False, True),
+    ],
+)
+def test_sprint_by_id_or_name_once_the_field_list_names_it(
+    jql: str, cloud: bool, server: bool, none: bool
+) -> None:
+    # Without the field list, the clause names the field list and learning names may resolve it.
+    [remote] = compile_jql(jql).remote_clauses
+    assert "field list" in remote.reason and needs_names(jql)
+    compiled = compile_subscription_jql(jql, names=SPRINT_NAMES)
+    assert compiled is not None and compiled.local
+    assert [compiled.matches(e, NOW) for e in (CLOUD_SPRINT, SERVER_SPRINT, NO_SPRINT)] == [
+        cloud,
+        server,
+        none,
+    ]
+
+
+def test_sprint_functions_stay_with_jira_whatever_the_names() -> None:
+    compiled = compile_subscription_jql("sprint in openSprints()", jira_check=True, names=SPRINT_NAMES)
+    assert compiled is not None and [r.clause for r in compiled.remote_clauses] == ["sprint in openSprints()"]
+    assert not needs_names("sprint in openSprints()")
+
+
+def test_epic_link_reads_parent_and_servers_epic_link_field() -> None:
+    # Cloud: the epic is the parent (WEB-1 in the test issue).
+    assert compile_jql('"Epic Link" = WEB-1').matches(WEB, NOW)
+    server_story = event(parent=None, customfield_10008="WEB-7")
+    for jql, expected in [('"Epic Link" = WEB-7', True), ('"epic link" in (WEB-1)', False)]:
+        compiled = compile_subscription_jql(jql, names=SPRINT_NAMES)
+        assert compiled is not None and compiled.matches(server_story, NOW) is expected, jql
+        # Without the field list, only the parent is read.
+        assert compile_jql(jql).matches(server_story, NOW) is False
+    named = compile_subscription_jql('"Epic Link" = WEB-1', names=SPRINT_NAMES)
+    assert named is not None and named.matches(WEB, NOW)  # Cloud's parent still counts
+    [line] = named.explain(server_story, NOW)
+    assert line.value == "WEB-7"

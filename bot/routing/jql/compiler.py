@@ -38,6 +38,7 @@ from bot.routing.jql.fields import (
     _TEXT_FIELDS,
     _WORD,
     IssueValues,
+    _either,
     _field,
     _option,
     _Source,
@@ -87,12 +88,16 @@ class _Compiler:
     # -- one clause --
     def clause(self, c: Clause) -> _Leaf:
         text = self.source[c.start : c.end]
-        name = c.field.strip().casefold()
-        name = _ALIASES.get(name, name)
+        written = c.field.strip().casefold()
+        name = _ALIASES.get(written, written)
         self._refuse_current_user(c)
         remote_fn = self._remote_function(c)
         if remote_fn is not None:
             return self._remote(c, text, f"{remote_fn}() is answered by Jira")
+        epic_link = self.custom.get(written) if written == "epic link" else None
+        if epic_link is not None:
+            # Server/Data Center keep the epic in their Epic Link custom field; Cloud in parent.
+            return self.option_clause(c, text, name, _either(_SOURCES["parent"], _option(epic_link)))
         if name in _SOURCES:
             if name == "level":
                 self.security = True
@@ -106,7 +111,13 @@ class _Compiler:
         if field_id is not None:
             return self.custom_clause(c, text, field_id)
         if name == "sprint":
-            return self._remote(c, text, "the sprint field's id is not known here")
+            # Sprint is a custom field: its id comes with the names learnt from Jira's field list.
+            return self._remote(
+                c,
+                text,
+                "the Sprint field's id is read from Jira's field list, not known here",
+                c.field.strip(),
+            )
         if name in _REMOTE_FIELDS:
             return self._remote(c, text, f"{c.field} is known only to Jira")
         return self._remote(

@@ -76,6 +76,18 @@ def _option(field_id: str) -> _Source:
     return _Source(field_id, lambda e: _folded(_field(e, field_id)), lambda e: _display(_field(e, field_id)))
 
 
+def _either(first: _Source, second: _Source) -> _Source:
+    """One field read from two places (`"Epic Link"`: the parent, or Server's Epic Link field)."""
+
+    def read(e: IssueEvent) -> frozenset[str]:
+        return first.read(e) | second.read(e)
+
+    def show(e: IssueEvent) -> str:
+        return first.show(e) if first.read(e) else second.show(e)
+
+    return _Source(f"{first.key}|{second.key}", read, show)
+
+
 def _project_values(e: IssueEvent) -> frozenset[str]:
     p = e.issue.project
     key = p.name or e.issue.key.rpartition("-")[0]
