@@ -1,10 +1,11 @@
-"""The chat entry points give the config file's sentence for a wrong field key or instance name."""
+"""The chat entry points give the config file's sentence for a wrong event, field key or instance
+name."""
 
 from __future__ import annotations
 
 import pytest
 
-from bot.names import KnownInstance, unknown_field_keys, unknown_instance
+from bot.names import KnownInstance, unknown_events, unknown_field_keys, unknown_instance
 from tests.commands.conftest import CLOUD_ALIAS, SERVER_ALIAS, Harness
 from tests.commands.test_subscribe import allow, connect, dialog_fields, stored
 
@@ -25,6 +26,25 @@ async def test_text_form_misspelt_field_key(h: Harness) -> None:
     )["text"]
     assert f"`fields`: {unknown_field_keys(['prority'])}" in text
     assert "(did you mean `priority`?)" in text
+    assert await stored(h) == {}
+
+
+# The sentence bot.config gives for `events: [event_creatd]` in the config file (tests/test_config_names.py).
+EVENT_TYPO = unknown_events(["event_creatd"])
+
+
+async def test_text_form_misspelt_event(h: Harness) -> None:
+    assert EVENT_TYPO is not None and "(did you mean `event_created`?)" in EVENT_TYPO
+    text = (await h.command("alice", "subscribe add X projects=WEB events=event_creatd"))["text"]
+    assert f"`events`: {EVENT_TYPO}" in text
+    assert await stored(h) == {}
+
+
+async def test_dialog_misspelt_event(h: Harness) -> None:
+    await h.command("alice", "subscribe add")
+    status, body = await h.submit("alice", dialog_fields(events="event_creatd"))
+    assert status == 200
+    assert body["errors"] == {"events": EVENT_TYPO}
     assert await stored(h) == {}
 
 
