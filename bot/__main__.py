@@ -23,6 +23,7 @@ from bot.config import ConfigError, Settings, empty_secrets, load_settings
 from bot.jira.instances import encode_instance_id
 from bot.logs import setup_logging
 from bot.pipeline.config_subscriptions import config_subscription_problems
+from bot.supervisor import workers_problem
 
 
 def _load(path: str | None, *, serving: bool = False) -> Settings:
@@ -85,7 +86,7 @@ def arm_shutdown_watchdog(grace: float, signals: Sequence[int] = (signal.SIGTERM
 
 def cmd_serve_workers(settings: Settings, workers: int, config: str | None) -> int:
     """`serve --workers N`: N worker processes on the port, watched by this one (bot.supervisor)."""
-    from bot.supervisor import Supervisor, workers_problem
+    from bot.supervisor import Supervisor
     from bot.wiring import command_tokens, webhook_secret
 
     setup_logging(settings.logging.level, settings.logging.format)
@@ -366,6 +367,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_serve_workers(settings, workers, config)
         return cmd_serve(settings, args.worker_ready_fd)
     if args.command == "check-config":
+        # `serve` refuses it (unless --workers says otherwise): said before the start.
+        workers = workers_problem(settings.server.workers, settings.database_url)
+        if workers:
+            print(f"jira-chatops: invalid configuration:\n  {workers}", file=sys.stderr)
+            return 2
         # Empty secrets are meant to come from the environment: warnings, not errors.
         needed, optional = empty_secrets(settings)
         for line in needed + optional:

@@ -231,3 +231,18 @@ def test_roles_are_one_type_with_one_did_you_mean(
         f"  JIRA_CHATOPS__COMMANDS__SUBSCRIPTION_ROLE: commands.subscription_role: {choices} "
         "(did you mean `channel_admin`?)"
     ) in err
+
+
+def test_check_config_refuses_several_workers_on_sqlite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `serve` refuses it with the same sentence (tests/e2e/test_workers.py).
+    monkeypatch.setenv("JIRA_CHATOPS__SERVER__WORKERS", "2")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data_dir: '{tmp_path}'\n")
+    assert main(["--config", str(cfg), "check-config"]) == 2
+    err = capsys.readouterr().err
+    assert "server.workers is 2, but the database is SQLite, which takes one writer" in err
+    monkeypatch.setenv("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    assert main(["--config", str(cfg), "check-config"]) == 0
+    assert "configuration is valid" in capsys.readouterr().out
