@@ -58,3 +58,16 @@ def test_names_only_jira_knows_are_refused_offline_unless_jira_checks_them(tmp_p
     assert "priority order" in order
     assert problems(tmp_path, "'\"Story Points\" > 3'", check="jira") == []
     assert problems(tmp_path, "'cf[10016] > 3'") == []
+
+
+def test_history_clauses_are_checked_by_jira_or_refused_naming_the_clause(tmp_path: Path) -> None:
+    jql = "'project = WEB AND status CHANGED TO Done AFTER -1d'"
+    [refused] = problems(tmp_path, jql)
+    assert refused.startswith(
+        "subscriptions.0.filters.jql ('Watched'): column 19: `status CHANGED TO Done AFTER -1d` cannot be "
+        "answered by the bot (CHANGED needs the issue's change history, which only Jira has)"
+    )
+    assert problems(tmp_path, jql, check="jira") == []
+    # A broken predicate is refused even when Jira would check the clause.
+    [broken] = problems(tmp_path, "'status WAS Done AFTER \"2026-13-45\"'", check="jira")
+    assert "column 23:" in broken and "is not a date" in broken

@@ -187,7 +187,12 @@ def test_custom_field_by_name() -> None:
         ("labels ~ ops", 1, "~ is for text fields"),
         ("created > yesterday", 11, "is not a date"),
         ("assignee = currentUser()", 12, "currentUser()"),
-        ("status was Open", 8, "change history"),
+        ("status was", 11, 'expected a value after "WAS"'),
+        ("status WAS Open FROM x", 17, "FROM goes with CHANGED, not with WAS"),
+        ("status changed during (a)", 16, "DURING takes two dates"),
+        ("status changed after EMPTY", 22, "expected a date after AFTER"),
+        ('status changed before "2026-13-45"', 23, "is not a date"),
+        ("status was Open by currentUser()", 20, "currentUser()"),
         ("project = WEB ORDER created", 21, 'expected "BY"'),
         ("project = WEB foo", 15, "expected AND, OR or ORDER BY"),
         ("status = bogus()", 10, "unknown function bogus()"),
@@ -219,6 +224,17 @@ def test_length_and_depth_limits() -> None:
         ("sprint = 5", "sprint = 5"),
         ("sprint in openSprints()", "sprint in openSprints()"),
         ('project = WEB AND "Flux Capacitor" = on', '"Flux Capacitor" = on'),
+        # History: WAS and CHANGED with their predicates.
+        ("status was Open AND labels = ops", "status was Open"),
+        (
+            'status CHANGED FROM "To Do" TO Done BY ada AFTER -7d',
+            'status CHANGED FROM "To Do" TO Done BY ada AFTER -7d',
+        ),
+        (
+            'assignee WAS NOT IN (ada, bob) DURING ("2026-01-01", startOfWeek()) ORDER BY created',
+            'assignee WAS NOT IN (ada, bob) DURING ("2026-01-01", startOfWeek())',
+        ),
+        ("priority changed", "priority changed"),
     ],
 )
 def test_remote_clauses_are_named(jql: str, clause: str) -> None:

@@ -21,6 +21,7 @@ _PIECES = [
     "=", "!=", "~", "!~", "<", ">=", " IN ", " NOT IN ", " IS ", " IS NOT ", " EMPTY ", " NULL ",
     " AND ", " OR ", " NOT ", "(", ")", ",", '"', "'", "\\", "WEB", "ops", "-7d", "now()",
     "startOfDay(-1d)", "membersOf(x)", " ORDER BY ", " DESC", "&&", "||", "!", "[", "]", " ", "é", "\n",
+    " WAS ", " CHANGED ", " BY ", " DURING ", " FROM ", " TO ", " AFTER ", " ON ",
 ]  # fmt: skip
 
 SEEDS = [
@@ -28,6 +29,8 @@ SEEDS = [
     'labels = ops OR NOT (priority = High AND summary ~ "disk*")',
     "created >= -7d AND updated <= endOfWeek(-1w) AND cf[10072] IS NOT EMPTY",
     "assignee != ada@example.com AND component not in (Backend, 'Front end')",
+    'status CHANGED FROM "To Do" TO Done BY ada AFTER -7d OR assignee WAS NOT IN (a, b) '
+    'DURING ("2026-01-01", now())',
 ]
 
 

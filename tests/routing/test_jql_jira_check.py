@@ -49,6 +49,8 @@ def sub(name: str, jql: str, channel: str = "", check: str = "jira", **filters: 
         ("NOT (labels = ops AND watcher = bob)", None),
         ("sprint in openSprints() AND NOT labels = ops", False),
         ("(watcher = bob OR labels = ops) AND priority = High", True),
+        ("status WAS Open AND labels = ops", None),  # history: Jira's
+        ("status CHANGED TO Done AFTER -1d AND labels = nope", False),
         ("labels = ops", True),  # no remote clause: decide is matches
         ("labels = nope", False),
     ],

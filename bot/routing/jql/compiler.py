@@ -13,7 +13,7 @@ Semantics (Jira's "JQL fields", "JQL operators" and "JQL functions" pages):
   `term*` matches words starting with it, `"\\"exact phrase\\""` matches the words in a row;
 - `resolution = Unresolved` means no resolution, as in Jira;
 - `NOT` negates its clause; `NOT f = x` therefore also matches issues with `f` empty.
-What only Jira can answer (membersOf(), issueHistory(), watcher, sprint in openSprints(), fields
+What only Jira can answer (membersOf(), issueHistory(), WAS, CHANGED, watcher, openSprints(), fields
 unknown here ...) compiles into a *remote clause*: `CompiledJql.remote_clauses` names them and the
 local evaluation treats them as not matching.
 """
@@ -44,7 +44,19 @@ from bot.routing.jql.fields import (
     _Source,
     _text_of,
 )
-from bot.routing.jql.syntax import And, Clause, Function, JqlError, MatchAll, Node, Not, Or, Value, parse
+from bot.routing.jql.syntax import (
+    HISTORY_OPERATORS,
+    And,
+    Clause,
+    Function,
+    JqlError,
+    MatchAll,
+    Node,
+    Not,
+    Or,
+    Value,
+    parse,
+)
 
 
 class NamesUnknown(JqlError):
@@ -92,6 +104,10 @@ class _Compiler:
         name = _ALIASES.get(written, written)
         self._refuse_current_user(c)
         remote_fn = self._remote_function(c)
+        if c.operator in HISTORY_OPERATORS:
+            self._history_dates(c)
+            word = c.operator.split()[0]
+            return self._remote(c, text, f"{word} needs the issue's change history, which only Jira has")
         if remote_fn is not None:
             return self._remote(c, text, f"{remote_fn}() is answered by Jira")
         epic_link = self.custom.get(written) if written == "epic link" else None
@@ -135,8 +151,26 @@ class _Compiler:
             return ()
         return op if isinstance(op, tuple) else (op,)
 
+    def _all_items(self, c: Clause) -> tuple[Value | Function, ...]:
+        """The operand's items and those of the history predicates (`BY currentUser()` ...)."""
+        items = self._operand_items(c)
+        for _, op in c.history:
+            if op is not None:
+                items += op if isinstance(op, tuple) else (op,)
+        return items
+
+    def _history_dates(self, c: Clause) -> None:
+        """The dates of AFTER, BEFORE, ON and DURING are checked here, not first by Jira."""
+        for word, op in c.history:
+            if word not in ("AFTER", "BEFORE", "ON", "DURING"):
+                continue
+            if op is None:
+                raise JqlError(f"expected a date after {word}", c.column)
+            for item in op if isinstance(op, tuple) else (op,):
+                self._date(item)
+
     def _refuse_current_user(self, c: Clause) -> None:
-        for item in self._operand_items(c):
+        for item in self._all_items(c):
             if isinstance(item, Function) and item.name.casefold() == "currentuser" and self.channel:
                 raise JqlError(
                     "currentUser() means the person running a search; a channel subscription has "
@@ -145,7 +179,7 @@ class _Compiler:
                 )
 
     def _remote_function(self, c: Clause) -> str | None:
-        for item in self._operand_items(c):
+        for item in self._all_items(c):
             if isinstance(item, Function):
                 lowered = item.name.casefold()
                 if lowered in _REMOTE_FUNCTIONS:

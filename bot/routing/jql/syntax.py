@@ -193,10 +193,14 @@ Operand = Value | Function | tuple[Value | Function, ...] | None  # tuple for IN
 @dataclass(frozen=True, slots=True)
 class Clause:
     field: str  # as written (unquoted)
-    operator: str  # "=", "!=", "<", "<=", ">", ">=", "~", "!~", "IN", "NOT IN", "IS", "IS NOT"
+    # "=", "!=", "<", "<=", ">", ">=", "~", "!~", "IN", "NOT IN", "IS", "IS NOT", and the history
+    # operators "WAS", "WAS NOT", "WAS IN", "WAS NOT IN", "CHANGED"
+    operator: str
     operand: Operand
     start: int  # 0-based source span of the clause
     end: int
+    # The history operators' predicates, in order: ("BY", operand), ("DURING", (from, to)) ...
+    history: tuple[tuple[str, Operand], ...] = ()
 
     @property
     def column(self) -> int:
@@ -227,6 +231,9 @@ Node = Clause | Not | And | Or | MatchAll
 
 _KEYWORDS = frozenset({"AND", "OR", "NOT", "IN", "IS", "EMPTY", "NULL", "ORDER", "BY", "WAS", "CHANGED"})
 _COMPARISONS = frozenset({"=", "!=", "<", "<=", ">", ">=", "~", "!~"})
+HISTORY_OPERATORS = frozenset({"WAS", "WAS NOT", "WAS IN", "WAS NOT IN", "CHANGED"})
+_WAS_PREDICATES = frozenset({"AFTER", "BEFORE", "ON", "BY", "DURING"})
+_CHANGED_PREDICATES = _WAS_PREDICATES | {"FROM", "TO"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,6 +369,11 @@ class _Parser:
         self.advance()
         op_tok = self.tok
         operator = self.operator(field_tok)
+        if operator in HISTORY_OPERATORS:
+            operand = None if operator == "CHANGED" else self.history_operand(operator, op_tok)
+            history = self.history_predicates(operator)
+            end = self.tokens[self.i - 1].end
+            return Clause(field_tok.text, operator, operand, field_tok.start, end, history)
         operand = self.operand(operator, op_tok)
         end = self.tokens[self.i - 1].end
         return Clause(field_tok.text, operator, operand, field_tok.start, end)
@@ -385,12 +397,19 @@ class _Parser:
                 self.advance()
                 return "IS NOT"
             return "IS"
-        if word in ("WAS", "CHANGED"):
-            raise JqlError(
-                f"{word} needs the issue's change history, which only Jira has; "
-                "it is not supported in subscription filters",
-                tok.column,
-            )
+        if word == "CHANGED":
+            self.advance()
+            return "CHANGED"
+        if word == "WAS":
+            self.advance()
+            operator = "WAS"
+            if self.at_word("NOT"):
+                self.advance()
+                operator = "WAS NOT"
+            if self.at_word("IN"):
+                self.advance()
+                operator += " IN"
+            return operator
         raise JqlError(
             f'expected an operator (=, !=, ~, IN, IS ...) after "{field_tok.text}", found {tok.describe()}',
             tok.column,
@@ -427,6 +446,36 @@ class _Parser:
                     f'expected "," or ")" in the list, found {self.tok.describe()}', self.tok.column
                 )
         return self.single(operator)
+
+    def history_operand(self, operator: str, op_tok: Token) -> Operand:
+        """The value after WAS / WAS NOT (one value or EMPTY) or WAS [NOT] IN (a list)."""
+        if operator.endswith("IN"):
+            return self.operand("IN", op_tok)
+        return self.single(operator)
+
+    def history_predicates(self, operator: str) -> tuple[tuple[str, Operand], ...]:
+        """AFTER, BEFORE, ON, BY, DURING (and FROM, TO after CHANGED), each with its value."""
+        allowed = _CHANGED_PREDICATES if operator == "CHANGED" else _WAS_PREDICATES
+        found: list[tuple[str, Operand]] = []
+        while self.tok.kind is Tok.WORD and self.tok.text.upper() in _CHANGED_PREDICATES:
+            tok = self.advance()
+            word = tok.text.upper()
+            if word not in allowed:
+                raise JqlError(f"{word} goes with CHANGED, not with {operator}", tok.column)
+            if word == "DURING":
+                during = self.operand("IN", tok)  # ("from", "to")
+                if not isinstance(during, tuple) or len(during) != 2:
+                    raise JqlError('DURING takes two dates: DURING ("2026-01-01", "2026-01-31")', tok.column)
+                found.append((word, during))
+            elif word == "BY" and self.tok.kind is Tok.LPAREN:
+                found.append((word, self.operand("IN", tok)))
+            else:
+                value_tok = self.tok
+                value = self.single(word)
+                if value is None and word in ("AFTER", "BEFORE", "ON"):
+                    raise JqlError(f"expected a date after {word}", value_tok.column)
+                found.append((word, value))
+        return tuple(found)
 
     def single(self, operator: str) -> Value | Function | None:
         tok = self.tok
