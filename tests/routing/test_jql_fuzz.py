@@ -1,9 +1,10 @@
-"""The JQL parser under generated and mutated input (10,500 inputs in all), and properties of the
-evaluator: NOT and De Morgan's rewrites agree with it, ORDER BY changes nothing.
+"""The JQL parser under generated and mutated input (10,000 inputs: 5,000 token soups, 1,500
+arbitrary texts, 3,500 mutated queries), and properties of the evaluator (1,000 more): NOT and De
+Morgan's rewrites agree with it, ORDER BY changes nothing.
 
 Linear time is asserted by counting the parser's steps (tokens consumed), not by the clock.
 The file takes 10-20 s on 2 cores because the issue asks for at least 10,000 fuzzed inputs; the
-token-soup test (4,000) and the mutation test (3,000) take most of it."""
+token-soup test and the mutation test take most of it."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def _check(text: str) -> None:
     assert len(tokens) <= len(text) + 1
 
 
-@settings(_FAST, max_examples=4000)
+@settings(_FAST, max_examples=5000)
 @given(st.lists(st.sampled_from(_PIECES), max_size=30).map("".join))
 def test_generated_token_soup_raises_only_jql_errors(text: str) -> None:
     _check(text)
@@ -75,7 +76,7 @@ def _mutated(draw: st.DrawFn) -> str:
     return text
 
 
-@settings(_FAST, max_examples=3000)
+@settings(_FAST, max_examples=3500)
 @given(_mutated())
 def test_mutated_queries_raise_only_jql_errors(text: str) -> None:
     _check(text)
