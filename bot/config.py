@@ -31,9 +31,12 @@ from bot.names import (
     KnownInstance,
     Role,
     bad_project_keys,
+    bad_subscription_name,
     canonical_events,
     canonical_field_key,
     canonical_inclusion,
+    canonical_subscription_name,
+    field_filter_values_problem,
     find_known_instance,
     unknown_events,
     unknown_field_keys,
@@ -244,6 +247,19 @@ class SubscriptionFieldFilterSettings(_Section):
             raise ValueError(unknown_inclusion(v))
         return inclusion
 
+    @field_validator("values")
+    @classmethod
+    def _values(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        # As the one-line form reads them.
+        return tuple(dict.fromkeys(value.strip() for value in v if value.strip()))
+
+    @model_validator(mode="after")
+    def _values_suit_inclusion(self) -> SubscriptionFieldFilterSettings:
+        problem = field_filter_values_problem(self.key, self.inclusion, self.values)
+        if problem:
+            raise ValueError(problem)
+        return self
+
 
 class SubscriptionFilterSettings(_Section):
     events: tuple[str, ...] = ()
@@ -281,6 +297,14 @@ class SubscriptionSettings(_Section):
     channel: str = Field(min_length=1)  # team/channel names, or a channel id
     instance: str | None = None  # alias or URL; default: the only configured instance
     filters: SubscriptionFilterSettings = SubscriptionFilterSettings()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        problem = bad_subscription_name(v)
+        if problem:
+            raise ValueError(problem)
+        return canonical_subscription_name(v)
 
     @field_validator("channel")
     @classmethod

@@ -1,9 +1,10 @@
-"""The names a subscription or a command may use (events, field filter keys, inclusions, project
-keys, Jira instances), and the one check of each that every entry point shares (the config file,
-the environment, the dialog, the one-line form, a command's `--instance`, `/jira connect`, `/jira
-instance`), with the same sentence and did-you-mean. Pure, and imports nothing of the bot's, so
-that bot.config (which the Jira client imports) can check its subscriptions with it;
-bot.routing.vocabulary re-exports it for the chat forms."""
+"""The names a subscription or a command may use (events, field filter keys and their values,
+inclusions, project keys, subscription names, Jira instances, roles), and the one check of each
+that every entry point shares (the config file, the environment, the dialog, the one-line form,
+a command's `--instance`, `/jira connect`, `/jira instance`), with the same sentence and
+did-you-mean. Pure, and imports nothing of the bot's, so that bot.config (which the Jira client
+imports) can check its subscriptions with it; bot.routing.vocabulary re-exports it for the chat
+forms."""
 
 from __future__ import annotations
 
@@ -216,6 +217,17 @@ def unknown_inclusion(text: str) -> str | None:
     return f"`{text.strip()}` is not an inclusion{hint}; use one of: {', '.join(INCLUSION_CHOICES)}."
 
 
+def field_filter_values_problem(key: str, inclusion: str, values: Sequence[str]) -> str | None:
+    """None when the values suit the inclusion; else why not (`empty` takes none, the others
+    need some: without values the matcher never matches, and the subscription would stay
+    silent)."""
+    if inclusion == "empty" and values:
+        return f"`{key} empty` takes no values."
+    if inclusion != "empty" and not values:
+        return f"`{key} {inclusion}` needs values, comma-separated."
+    return None
+
+
 PROJECT_KEY = re.compile(r"[A-Z][A-Z0-9_]*")
 
 
@@ -228,6 +240,26 @@ def bad_project_keys(keys: Iterable[str]) -> str | None:
     named = ", ".join(f"`{k}`" for k in bad)
     verb = "is not a project key" if len(bad) == 1 else "are not project keys"
     return f"{named} {verb} (a key is letters and digits, such as `WEB`; separate keys with commas)."
+
+
+# -- subscription names --------------------------------------------------------------------------
+
+SUBSCRIPTION_NAME_MAX_CHARS = 64
+
+
+def canonical_subscription_name(text: str) -> str:
+    """The name as stored: runs of white space as one space, none at the ends."""
+    return " ".join(text.split())
+
+
+def bad_subscription_name(text: str) -> str | None:
+    """None when `text` can name a subscription; else what is wrong with it."""
+    name = canonical_subscription_name(text)
+    if not name:
+        return "give the subscription a name."
+    if len(name) > SUBSCRIPTION_NAME_MAX_CHARS:
+        return f"a name has at most {SUBSCRIPTION_NAME_MAX_CHARS} characters."
+    return None
 
 
 # -- Jira instances ------------------------------------------------------------------------------

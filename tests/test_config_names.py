@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.__main__ import main
-from bot.commands.subscription_text import SubscriptionTextError, parse_events, parse_field_filter
+from bot.commands.subscription_text import SubscriptionTextError, parse_events, parse_field_filter, parse_name
 from bot.config import ConfigError, load_settings
 from bot.names import ROLE_CHOICES, KnownInstance, unknown_instance
 
@@ -246,3 +246,38 @@ def test_check_config_refuses_several_workers_on_sqlite(
     monkeypatch.setenv("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
     assert main(["--config", str(cfg), "check-config"]) == 0
     assert "configuration is valid" in capsys.readouterr().out
+
+
+NO_VALUES = ("{key: priority, inclusion: include_any}", "priority include_any")
+EMPTY_WITH_VALUES = ("{key: labels, inclusion: empty, values: [x]}", "labels empty x")
+
+
+@pytest.mark.parametrize(("field", "text_form"), [NO_VALUES, EMPTY_WITH_VALUES])
+def test_field_filter_values_are_checked_as_the_text_form_checks_them(
+    tmp_path: Path, field: str, text_form: str
+) -> None:
+    # Without values a filter never matches: the subscription would stay silent.
+    cfg = write(tmp_path, FIELD_TYPO.replace("{key: prority, values: [High]}", field))
+    with pytest.raises(ConfigError) as e:
+        load_settings(cfg, environ={})
+    problem = text_form_problem(text_form)
+    assert f"  {cfg}:13: subscriptions.0.filters.fields.0: {problem}" in str(e.value).splitlines()
+
+
+def test_subscription_names_are_checked_and_stored_as_the_text_form_does(tmp_path: Path) -> None:
+    long_name = "n" * 65
+    cfg = write(tmp_path, FIELD_TYPO.replace("prority", "priority").replace("name: x", f"name: {long_name}"))
+    with pytest.raises(ConfigError) as e:
+        load_settings(cfg, environ={})
+    with pytest.raises(SubscriptionTextError) as typed:
+        parse_name(long_name)
+    assert typed.value.problem == "a name has at most 64 characters."
+    assert f"  {cfg}:6: subscriptions.0.name: {typed.value.problem}" in str(e.value).splitlines()
+    spaced = write(
+        tmp_path, FIELD_TYPO.replace("prority", "priority").replace("name: x", "name: ' Bugs   in WEB '")
+    )
+    assert (
+        load_settings(spaced, environ={}).subscriptions[0].name
+        == parse_name(" Bugs   in WEB ")
+        == "Bugs in WEB"
+    )

@@ -34,9 +34,13 @@ from bot.routing.model import (
 from bot.routing.vocabulary import CUSTOM_FIELD_EVENT_HINT as CUSTOM_FIELD_EVENT_HINT
 from bot.routing.vocabulary import EVENT_CHOICES as EVENT_CHOICES
 from bot.routing.vocabulary import (
+    SUBSCRIPTION_NAME_MAX_CHARS,
     bad_project_keys,
+    bad_subscription_name,
     canonical_field_key,
     canonical_inclusion,
+    canonical_subscription_name,
+    field_filter_values_problem,
     unknown_events,
     unknown_field_keys,
     unknown_inclusion,
@@ -75,7 +79,7 @@ _OPTION_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 # Opening quote -> the quotes that close it (phone keyboards type typographic quotes).
 _QUOTES = {'"': '"”', "'": "'’", "“": '”"', "”": '”"', "‘": "’'", "’": "’'"}
 
-NAME_MAX_CHARS = 64
+NAME_MAX_CHARS = SUBSCRIPTION_NAME_MAX_CHARS
 
 
 class SubscriptionTextError(ValueError):
@@ -142,12 +146,10 @@ def _unique(values: Iterable[str]) -> tuple[str, ...]:
 
 
 def parse_name(text: str, field: str = "name") -> str:
-    name = " ".join(text.split())
-    if not name:
-        raise SubscriptionTextError(field, "give the subscription a name.")
-    if len(name) > NAME_MAX_CHARS:
-        raise SubscriptionTextError(field, f"a name has at most {NAME_MAX_CHARS} characters.")
-    return name
+    problem = bad_subscription_name(text)
+    if problem:
+        raise SubscriptionTextError(field, problem)
+    return canonical_subscription_name(text)
 
 
 def parse_projects(text: str, field: str = "projects") -> tuple[str, ...]:
@@ -193,10 +195,9 @@ def parse_field_filter(text: str, field: str = "fields") -> FieldFilter:
         raise SubscriptionTextError(field, unknown_inclusion(parts[1]) or "")
     inclusion = Inclusion(inclusion_text)
     values = _unique(v.strip() for v in (parts[2] if len(parts) > 2 else "").split(",") if v.strip())
-    if inclusion is Inclusion.EMPTY and values:
-        raise SubscriptionTextError(field, f"`{key} empty` takes no values.")
-    if inclusion is not Inclusion.EMPTY and not values:
-        raise SubscriptionTextError(field, f"`{key} {inclusion.value}` needs values, comma-separated.")
+    problem = field_filter_values_problem(key, inclusion.value, values)
+    if problem:
+        raise SubscriptionTextError(field, problem)
     return FieldFilter(key=key, inclusion=inclusion, values=values)
 
 
