@@ -254,9 +254,18 @@ def compile_subscription_jql(
             if offer_jira
             else ""
         )
+        rewrite = "rewrite it with fields of the issue"
+        if remote.unknown_field:
+            # Custom field names come from Jira's field list, read with the service account.
+            rewrite = "name a custom field by its id (`cf[10072]`)"
+            if not offer_jira:
+                rewrite += (
+                    ": names are learnt from Jira with the instance's service account, and this "
+                    "instance has none"
+                )
         raise JqlError(
             f"`{remote.clause}` cannot be answered by the bot ({remote.reason}); remove it or "
-            f"rewrite it with fields of the issue{offer}",
+            f"{rewrite}{offer}",
             remote.column,
         )
     return compiled

@@ -69,6 +69,22 @@ def test_check_jql_uses_the_names_learnt_from_jira() -> None:
         check_jql(SubscriptionFilters(jql=jql), names=names, service_account=True)
 
 
+def test_names_nobody_could_learn_are_refused_with_the_reason() -> None:
+    points = SubscriptionFilters(jql='project = WEB AND "Story Points" > 3')
+    with pytest.raises(SubscriptionTextError) as e:
+        check_jql(points, names=None, service_account=False)
+    assert e.value.field == "jql" and e.value.problem.startswith('column 19: `"Story Points" > 3` cannot be')
+    assert "by its id (`cf[10072]`)" in e.value.problem
+    assert (
+        "learnt from Jira with the instance's service account, and this instance has none" in e.value.problem
+    )
+    with pytest.raises(SubscriptionTextError) as e:
+        check_jql(points, names=None, service_account=True)  # a name Jira's field list lacks
+    assert "`cf[10072]`" in e.value.problem and "jql_check=jira" in e.value.problem
+    with pytest.raises(SubscriptionTextError, match="priority order, which is not known here; list the"):
+        check_jql(SubscriptionFilters(jql="priority > High"), names=None, service_account=False)
+
+
 # -- the commands --------------------------------------------------------------------------------
 
 
