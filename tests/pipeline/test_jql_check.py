@@ -179,6 +179,21 @@ async def test_a_busy_jira_makes_the_event_wait_and_is_not_cached(fake: Any, sta
     assert [r.status for r in searches(jira)] == [status, 200]
 
 
+async def test_a_search_that_times_out_makes_the_event_wait(fake: Any) -> None:
+    jira, _, url = fake
+    slow = JiraGateway(max_workers=2, timeout=0.2)
+    try:
+        checker = checker_for(slow, url, jira, Clock())
+        event = event_of(issue_webhook(url, jira, "PROJ-1"))
+        jira.latency = 1.0
+        with pytest.raises(JiraUnavailable):
+            await checker.answers([REMOTE], event, url)
+        jira.latency = 0.0
+        assert await checker.answers([REMOTE], event, url) == {REMOTE: True}  # not cached as no
+    finally:
+        await slow.close()
+
+
 @pytest.mark.parametrize("status", [400, 403, 404])
 async def test_a_refusal_is_a_logged_no_match(
     fake: Any, status: int, caplog: pytest.LogCaptureFixture
