@@ -2,8 +2,9 @@
 
 When a subscription's JQL has clauses only Jira can answer (membersOf(), watcher, sprint in
 openSprints() ...) and its local clauses leave the answer open, the index names that JQL
-(`SubscriptionIndex.jira_questions`); this asks Jira `(<JQL>) AND issue = <id>` through search with
-the instance's service account, while a stored webhook is processed (never on the intake path).
+(`SubscriptionIndex.jira_questions`, the JQL without its ORDER BY); this asks Jira
+`(<JQL>) AND issue = <id>` through search with the instance's service account, while a stored
+webhook is processed (never on the intake path).
 
 Cheap: an answer is kept per (instance, JQL, issue, the issue's `updated`) for `cache_seconds`, and
 concurrent events of one issue share one search (single-flight).

@@ -644,7 +644,7 @@ class SubscriptionIndex:
                 found = jql.decide(values, when)
                 if found is None:  # only Jira can tell
                     open_questions.add(id(jql))
-                    found = bool(jira and jira.get(jql.source, False))
+                    found = bool(jira and jira.get(jql.question, False))
                 verdict = verdicts[id(jql)] = found
             return verdict
 
@@ -671,5 +671,5 @@ class SubscriptionIndex:
             if accepts(entry):
                 chosen[entry.channel_id] = entry
             elif undecided is not None and is_open(entry) and entry.jql_compiled is not None:
-                undecided.append(entry.jql_compiled.source)
+                undecided.append(entry.jql_compiled.question)
         return list(chosen.values())

@@ -305,6 +305,18 @@ async def test_the_bot_posts_what_jira_says_matches(
     assert {r.user for r in asked} == {service_user(at)}
 
 
+async def test_jira_is_asked_the_query_without_its_order_by(harness: Harness) -> None:
+    h, at = harness, site(harness, "cloud")
+    at.jira.add_project("PROJ", "Project")
+    key = at.jira.add_issue("PROJ", "Printer on fire", labels=["printers"])
+    at.jira.jql_answers[REMOTE] = {key}
+    await subscribe_remote(h, "dev", at, jql=f"{REMOTE} ORDER BY created DESC")
+    await send(h, issue_webhook(at.url, at.jira, key))
+    await wait_until(lambda: bool(posts_about(h, "dev", key)), "posted as Jira answered")
+    [asked] = bot_searches(at)
+    assert (asked.body["jql"], asked.status) == (f"({REMOTE}) AND issue = {at.jira.issue(key)['id']}", 200)
+
+
 @pytest.mark.parametrize(
     ("flavour", "server_service_account", "status"), [("cloud", False, 429), ("server", True, 503)]
 )

@@ -103,6 +103,19 @@ def test_the_index_asks_jira_only_what_the_local_clauses_leave_open() -> None:
     assert index.match(WEB, INSTANCE, jira=answers)[0] == subs[0]
 
 
+def test_order_by_is_left_out_of_what_jira_is_asked() -> None:
+    # Jira refuses `(… ORDER BY created) AND issue = 1`: the question is the query before it.
+    s = sub("ordered", "labels = ops AND watcher = bob  order by created DESC, key")
+    index = SubscriptionIndex.build([s])
+    assert index.jira_questions(WEB, INSTANCE) == ["labels = ops AND watcher = bob"]
+    assert [m.name for m in index.match(WEB, INSTANCE, jira={"labels = ops AND watcher = bob": True})] == [
+        "ordered"
+    ]
+    compiled = compile_jql(" watcher = bob ")
+    assert compiled.question == "watcher = bob"
+    assert compile_jql('summary ~ "order by"').question == 'summary ~ "order by"'
+
+
 def test_jira_is_not_asked_for_a_channel_that_already_matched_before() -> None:
     subs = [
         sub("a-local", "labels = ops", channel="ch", check="local"),

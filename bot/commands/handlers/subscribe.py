@@ -402,7 +402,7 @@ async def _jira_answer(
     if service is None:
         return None
     try:
-        return await ask_jira(service, compiled.source, issue_ref(event))
+        return await ask_jira(service, compiled.question, issue_ref(event))
     except JiraError as e:
         log.info("subscribe test: Jira did not answer the JQL check (%s)", e.kind)
         return None

@@ -125,17 +125,21 @@ def _leaves(node: _Node) -> Iterable[_Leaf]:
 class CompiledJql:
     """A JQL query ready to be evaluated against events, many times."""
 
-    __slots__ = ("_root", "filters_security", "projects", "remote_clauses", "source")
+    __slots__ = ("_root", "filters_security", "projects", "question", "remote_clauses", "source")
 
     def __init__(
         self,
         source: str,
+        question: str,
         root: _Node,
         projects: frozenset[str] | None,
         remote_clauses: tuple[RemoteClause, ...],
         filters_security: bool,
     ) -> None:
         self.source = source
+        # The query without ORDER BY: what is asked of Jira as `(<question>) AND issue = <id>`
+        # (Jira refuses ORDER BY inside parentheses).
+        self.question = question
         self._root = root
         # Project keys (upper case) every matching issue belongs to, from `project = X` or
         # `project IN (...)` at the top-level AND; None when the query does not say.

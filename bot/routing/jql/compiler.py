@@ -512,6 +512,7 @@ def compile_jql(
     root = compiler.node(parsed.tree)
     return CompiledJql(
         text,
+        text[: parsed.order_at].strip() if parsed.order_at is not None else text.strip(),
         root,
         _top_projects(parsed.tree),
         tuple(compiler.remote),

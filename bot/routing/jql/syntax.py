@@ -241,6 +241,9 @@ class Parsed:
     tree: Node
     steps: int  # tokens consumed, for the linear-time tests
     order_by: tuple[str, ...] = ()
+    # Where ORDER BY starts in the text (its length without one): the query before it is what
+    # can be put in parentheses and combined, as a search asking Jira about one issue does.
+    order_at: int | None = None
 
 
 def parse(text: str) -> Parsed:
@@ -285,14 +288,16 @@ class _Parser:
         else:
             tree = self.or_expr()
         order_by: tuple[str, ...] = ()
+        order_at = None
         if self.at_word("ORDER"):
+            order_at = self.tok.start
             order_by = self.order_by()
         if self.tok.kind is not Tok.END:
             tok = self.tok
             if tok.kind is Tok.RPAREN:
                 raise JqlError('")" closes no "("', tok.column)
             raise JqlError(f"expected AND, OR or ORDER BY before {tok.describe()}", tok.column)
-        return Parsed(tree, self.steps, order_by)
+        return Parsed(tree, self.steps, order_by, order_at)
 
     def order_by(self) -> tuple[str, ...]:
         self.advance()  # ORDER
