@@ -19,10 +19,10 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from bot.config import ConfigError, Settings, empty_secrets, load_settings
+from bot.config import ConfigError, Settings, config_location, empty_secrets, load_settings
 from bot.jira.instances import encode_instance_id
 from bot.logs import setup_logging
-from bot.pipeline.config_subscriptions import config_subscription_problems
+from bot.pipeline.config_subscriptions import located_subscription_problems
 from bot.supervisor import workers_problem
 
 
@@ -30,7 +30,10 @@ def _load(path: str | None, *, serving: bool = False) -> Settings:
     """The settings, checked as `serve` checks them when `serving` (then empty secrets that
     serve needs are errors; elsewhere they are left to the environment of `serve`)."""
     settings = load_settings(path)
-    problems = config_subscription_problems(settings)
+    # Named where they were written, as load_settings names its own.
+    problems = [
+        config_location(loc, path) + problem for loc, problem in located_subscription_problems(settings)
+    ]
     if serving:
         problems += empty_secrets(settings)[0]
     if problems:
@@ -370,7 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `serve` refuses it (unless --workers says otherwise): said before the start.
         workers = workers_problem(settings.server.workers, settings.database_url)
         if workers:
-            print(f"jira-chatops: invalid configuration:\n  {workers}", file=sys.stderr)
+            where = config_location(("server", "workers"), getattr(args, "config_sub", None) or args.config)
+            print(f"jira-chatops: invalid configuration:\n  {where}{workers}", file=sys.stderr)
             return 2
         # Empty secrets are meant to come from the environment: warnings, not errors.
         needed, optional = empty_secrets(settings)

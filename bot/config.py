@@ -588,6 +588,22 @@ def _describe(
     return "invalid configuration:\n" + "\n".join(lines)
 
 
+def _where(
+    loc: tuple[int | str, ...],
+    text: str | None,
+    path: Path | None,
+    env: Mapping[tuple[str, ...], str] | None = None,
+) -> str:
+    """`file:line: ` where the key at `loc` is written (when it is), `VARIABLE: ` when the
+    environment set it, else nothing."""
+    parts = tuple(str(p) for p in loc)
+    var = next((v for k, v in (env or {}).items() if parts[: len(k)] == k), None)
+    if var is not None:
+        return f"{var}: "
+    where = _yaml_line(text, loc) if text is not None else None
+    return f"{path}:{where}: " if where is not None and path is not None else ""
+
+
 def _located(
     loc: tuple[int | str, ...],
     msg: str,
@@ -598,13 +614,22 @@ def _located(
     """`  file:line: key.path: msg`, the line being where the key is written (when it is), or
     `  VARIABLE: key.path: msg` for a key the environment set."""
     key = ".".join(str(p) for p in loc) or "(top level)"
-    parts = tuple(str(p) for p in loc)
-    var = next((v for k, v in (env or {}).items() if parts[: len(k)] == k), None)
-    if var is not None:
-        return f"  {var}: {key}: {msg}"
-    where = _yaml_line(text, loc) if text is not None else None
-    prefix = f"{path}:{where}: " if where is not None and path is not None else ""
-    return f"  {prefix}{key}: {msg}"
+    return f"  {_where(loc, text, path, env)}{key}: {msg}"
+
+
+def config_location(
+    loc: tuple[int | str, ...], path: str | Path | None, environ: Mapping[str, str] | None = None
+) -> str:
+    """Where the key at `loc` was set, as the errors of load_settings name it (`file:line: `,
+    `VARIABLE: ` or nothing), for the checks made after loading (bot.pipeline.config_subscriptions)."""
+    text = None
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError:
+            text = None
+    env = os.environ if environ is None else environ
+    return _where(loc, text, Path(path) if path is not None else None, env_sources(env))
 
 
 def subscription_problems(settings: Settings) -> list[tuple[tuple[int | str, ...], str]]:

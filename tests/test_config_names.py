@@ -242,7 +242,7 @@ def test_check_config_refuses_several_workers_on_sqlite(
     cfg.write_text(f"data_dir: '{tmp_path}'\n")
     assert main(["--config", str(cfg), "check-config"]) == 2
     err = capsys.readouterr().err
-    assert "server.workers is 2, but the database is SQLite, which takes one writer" in err
+    assert "  JIRA_CHATOPS__SERVER__WORKERS: server.workers is 2, but the database is SQLite, which " in err
     monkeypatch.setenv("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
     assert main(["--config", str(cfg), "check-config"]) == 0
     assert "configuration is valid" in capsys.readouterr().out

@@ -30,7 +30,13 @@ def config_subscription_problems(settings: Settings) -> list[str]:
     the JQL compiler, which bot.config cannot import. The rest (events, fields, instances, a
     subscription without events or projects) is checked by bot.config itself, with the file's
     line or the environment variable."""
-    problems = []
+    return [problem for _, problem in located_subscription_problems(settings)]
+
+
+def located_subscription_problems(settings: Settings) -> list[tuple[tuple[int | str, ...], str]]:
+    """config_subscription_problems, each with the key path it is about (for bot.config's
+    `config_location`)."""
+    problems: list[tuple[tuple[int | str, ...], str]] = []
     for i, declared in enumerate(settings.subscriptions):
         jql = declared.filters.jql
         jira_check = declared.filters.jql_check == JQL_CHECK_JIRA
@@ -39,8 +45,11 @@ def config_subscription_problems(settings: Settings) -> list[str]:
         service_account = inst is not None and inst.service_account is not None
         if jira_check and inst is not None and not service_account:
             problems.append(
-                f"subscriptions.{i}.filters.jql_check ({declared.name!r}): jira needs the "
-                f"instance's service_account ({inst.url} has none) to ask Jira"
+                (
+                    ("subscriptions", i, "filters", "jql_check"),
+                    f"subscriptions.{i}.filters.jql_check ({declared.name!r}): jira needs the "
+                    f"instance's service_account ({inst.url} has none) to ask Jira",
+                )
             )
         if jql is not None and jql.strip():
             try:
@@ -48,7 +57,12 @@ def config_subscription_problems(settings: Settings) -> list[str]:
                 # here, so JQL that needs them is refused unless Jira checks it.
                 compile_subscription_jql(jql, jira_check=jira_check, offer_jira=service_account)
             except JqlError as e:
-                problems.append(f"subscriptions.{i}.filters.jql ({declared.name!r}): {e}")
+                problems.append(
+                    (
+                        ("subscriptions", i, "filters", "jql"),
+                        f"subscriptions.{i}.filters.jql ({declared.name!r}): {e}",
+                    )
+                )
     return problems
 
 

@@ -73,3 +73,22 @@ def test_check_config_and_serve_refuse_jql_they_cannot_evaluate(
     # The bot never starts with it either (the same check runs before serving).
     assert main(["serve", "--config", str(cfg)]) == 2
     assert fragment in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("from_env", [False, True])
+def test_jql_problems_name_the_line_or_the_variable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, from_env: bool
+) -> None:
+    cfg = _settings(tmp_path, "jql: 'project = WEB AND priority = '")
+    if from_env:
+        monkeypatch.setenv(
+            "JIRA_CHATOPS__SUBSCRIPTIONS",
+            "[{name: Customer bugs, channel: acme/dev, filters: {events: [event_created], "
+            "jql: 'project = WEB AND priority = '}}]",
+        )
+    assert main(["--config", str(cfg), "check-config"]) == 2
+    where = "JIRA_CHATOPS__SUBSCRIPTIONS" if from_env else f"{cfg}:10"
+    assert (
+        f"  {where}: subscriptions.0.filters.jql ('Customer bugs'): column 30: expected a value after \"=\""
+        in capsys.readouterr().err.splitlines()
+    )
