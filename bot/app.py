@@ -290,7 +290,9 @@ def create_app(
     )
     app.add_routes(webhook.routes() + health.routes())
 
-    gate = change_gate(app, settings, db, the_sink, clock, run_workers, owner, delivery, wake_delivery)
+    gate = change_gate(
+        app, settings, db, the_sink, clock, run_workers, owner, delivery, wake_delivery, breakers=breakers
+    )
     gate_service = gate[0] if gate else None
 
     # Slash commands answer over HTTP, so they work without Mattermost too: then what needs the

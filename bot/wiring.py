@@ -16,6 +16,7 @@ from bot.accounts.crypto import TokenCipher, load_or_create_key
 from bot.accounts.models import JiraIdentity, TokenRejected
 from bot.accounts.service import AccountService
 from bot.accounts.store import ConnectionStore
+from bot.breakers import Breakers
 from bot.commands.context import Deps
 from bot.commands.post_buttons import issue_post_actions, with_issue_actions
 from bot.commands.service import CommandService
@@ -176,6 +177,7 @@ def change_gate(
     owner: str,
     delivery: DeliveryWorker,
     wake_delivery: Callable[[], None],
+    breakers: Breakers | None = None,
 ) -> tuple[GateService, CleanupContext] | None:
     """The deployment change gate, when configured: its API, its poller, its channel posts."""
     cg = settings.change_gate
@@ -186,10 +188,15 @@ def change_gate(
         planned_start_field=cg.planned_start_field,
         planned_end_field=cg.planned_end_field,
         time_zone=cg.time_zone,
+        breakers=breakers,
     )
     # Comments on the CR and the channel's gate posts go through the durable delivery queue.
     service = GateService(GateStore(db.engine), cg, clients, outbox=db.deliveries, on_queued=wake_delivery)
     delivery.senders[GATE_COMMENT] = CommentSender(clients)
+    # A CR comment waits out an outage of its Jira site (that site's breaker), not Mattermost's.
+    delivery.target_breakers[GATE_COMMENT] = lambda d: clients.breaker(
+        str(d.payload["instance"]) if d.payload.get("instance") else None
+    )
     if isinstance(sink, MattermostClient):
 
         async def root_post(gate_id: str) -> str | None:

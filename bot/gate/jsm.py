@@ -13,6 +13,11 @@ Endpoints (JSM Cloud and Data Center REST references):
 - the issue `GET /rest/api/2/issue/{idOrKey}?fields=...`, fields `GET /rest/api/2/field`,
 - search `POST /rest/api/3/search/jql` (Cloud) or `POST /rest/api/2/search` (Server/DC),
 - comments `POST /rest/api/2/issue/{idOrKey}/comment`.
+
+Every request goes through the Jira site's circuit breaker when one is set (`bot.breakers`, the
+same one `bot.jira.client` uses for the site): while the site is down it fails at once, without a
+request, so the poller and the queued CR comments wait out an outage together with the rest of the
+process and the other replicas.
 """
 
 from __future__ import annotations
@@ -30,9 +35,10 @@ from urllib.parse import quote
 
 import aiohttp
 
+from bot.breakers import Breaker, Breakers, jira_target
 from bot.config import JiraInstanceSettings, JiraSettings
 from bot.gate_rules.model import ChangeRequest, CrSource
-from bot.jira.errors import JiraError, error_for_status, jira_error_detail, parse_retry_after
+from bot.jira.errors import JiraError, error_for_status, is_outage, jira_error_detail, parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +104,10 @@ class JsmClient:
         planned_end_field: str = DEFAULT_PLANNED_END,
         time_zone: tzinfo = UTC,
         timeout: float = 10.0,
+        breaker: Breaker | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.breaker = breaker
         self.is_cloud = is_cloud
         self.planned_start_field = planned_start_field
         self.planned_end_field = planned_end_field
@@ -354,6 +362,31 @@ class JsmClient:
     async def _request(
         self, method: str, path: str, *, params: Mapping[str, Any] | None = None, body: Any = None
     ) -> Any:
+        breaker = self.breaker
+        if breaker is None:
+            return await self._send(method, path, params, body)
+        if not breaker.acquire():
+            wait = breaker.delay()
+            raise JiraError(
+                "rate_limited" if wait > 0 else "unavailable",
+                retry_after=wait or None,
+                detail="Jira is failing; the bot waits before asking again",
+            )
+        try:
+            result = await self._send(method, path, params, body)
+        except JiraError as e:
+            if is_outage(e):
+                breaker.failure(retry_after=e.retry_after)
+            else:  # Jira answered (a refusal of this request): the site is up
+                breaker.success()
+            raise
+        except BaseException:
+            breaker.release()
+            raise
+        breaker.success()
+        return result
+
+    async def _send(self, method: str, path: str, params: Mapping[str, Any] | None, body: Any) -> Any:
         if self._http is None:
             self._http = aiohttp.ClientSession()
             self._own_http = True
@@ -397,8 +430,10 @@ class JsmClients:
         planned_end_field: str = DEFAULT_PLANNED_END,
         time_zone: tzinfo = UTC,
         timeout: float | None = None,
+        breakers: Breakers | None = None,
     ) -> None:
         self._jira = jira
+        self._breakers = breakers
         self._options: dict[str, Any] = {
             "planned_start_field": planned_start_field,
             "planned_end_field": planned_end_field,
@@ -407,6 +442,17 @@ class JsmClients:
         }
         self._clients: dict[str, JsmClient] = {}
         self._http: aiohttp.ClientSession | None = None
+
+    def breaker(self, name: str | None) -> Breaker | None:
+        """The circuit breaker of instance `name`'s Jira site; None without breakers or when
+        there is no such instance."""
+        if self._breakers is None:
+            return None
+        try:
+            inst = self.instance(name)
+        except KeyError:
+            return None
+        return self._breakers.get(jira_target(inst.url))
 
     def instance(self, name: str | None) -> JiraInstanceSettings:
         """The configured instance called `name`; KeyError when there is none (or, for None,
@@ -426,7 +472,8 @@ class JsmClients:
         if client is None:
             if self._http is None:
                 self._http = aiohttp.ClientSession()
-            client = JsmClient.for_instance(inst, http=self._http, **self._options)
+            breaker = self._breakers.get(jira_target(inst.url)) if self._breakers is not None else None
+            client = JsmClient.for_instance(inst, http=self._http, breaker=breaker, **self._options)
             self._clients[inst.url] = client
         return client
 

@@ -27,7 +27,7 @@ from urllib.parse import quote
 from bot.breakers import Breakers, jira_target
 from bot.config import JiraSettings
 from bot.jira.credentials import Credentials, OAuth2Token
-from bot.jira.errors import JiraError
+from bot.jira.errors import JiraError, is_outage
 from bot.jira.rest_models import (
     AllowedValue,
     CreatedIssue,
@@ -151,7 +151,7 @@ class JiraGateway:
         try:
             result = await self._run_retrying(fn)
         except JiraError as exc:
-            if _is_outage(exc) and not self._closed:
+            if is_outage(exc) and not self._closed:
                 breaker.failure(retry_after=exc.retry_after)
             else:
                 breaker.success()
@@ -203,14 +203,6 @@ class JiraGateway:
 
 
 # -- session -----------------------------------------------------------------------------------
-
-
-def _is_outage(error: JiraError) -> bool:
-    """Whether a failure says the Jira site as a whole is unavailable (5xx but 501, 429, no
-    answer in time, no connection) rather than refusing this one request."""
-    if error.status is not None:
-        return error.status == 429 or (error.status >= 500 and error.status != 501)
-    return error.kind in ("timeout", "unavailable", "rate_limited")
 
 
 def _adf_text(node: Any) -> str:

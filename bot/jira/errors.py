@@ -71,6 +71,15 @@ class JiraError(Exception):
         return "Jira is not reachable right now. Try again later."
 
 
+def is_outage(error: JiraError) -> bool:
+    """Whether a failure says the Jira site as a whole is unavailable (5xx but 501, 429, no
+    answer in time, no connection) rather than refusing this one request: what opens a site's
+    circuit breaker."""
+    if error.status is not None:
+        return error.status == 429 or (error.status >= 500 and error.status != 501)
+    return error.kind in ("timeout", "unavailable", "rate_limited")
+
+
 def _one_line(text: str) -> str:
     flat = " ".join(text.split())
     if len(flat) > MAX_DETAIL_CHARS:

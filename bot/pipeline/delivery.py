@@ -87,6 +87,10 @@ class DeliveryWorker:
         # The process's circuit breaker for Mattermost (bot.breakers), set by the composition
         # root: consulted before claiming, so a Mattermost outage is waited out, not retried.
         self.breaker: Breaker | None = None
+        # The breaker of the target a delivery goes to, by kind, for the kinds not sent to
+        # Mattermost (a CR comment: its Jira site's), registered with their senders; the outage
+        # rule of `_failed` follows that target's breaker, not Mattermost's.
+        self.target_breakers: dict[str, Callable[[Delivery], Breaker | None]] = {}
         # Senders of the other kinds, by kind, registered by the composition root.
         self.senders: dict[str, Sender] = {}
         # Deliveries posted at the top level in a thread role, whose post is to become the root.
@@ -247,7 +251,7 @@ class DeliveryWorker:
         now = self._clock()
         attempts = d.attempts + 1
         issue_key = d.payload.get("issue_key", "")
-        breaker = self.breaker
+        breaker = self._breaker_of(d)
         if error.retryable and breaker is not None and breaker.state is not BreakerState.CLOSED:
             # An outage (the failure opened the breaker, or came from it being open), not this
             # delivery's fault: no attempt counted, so never a dead letter however long it lasts;
@@ -292,6 +296,11 @@ class DeliveryWorker:
         log.warning(
             "%s: post to channel %s failed (%s); retry in %.1fs", issue_key, d.channel_id, error, delay
         )
+
+    def _breaker_of(self, d: Delivery) -> Breaker | None:
+        """The circuit breaker of the target `d` goes to: its kind's, else Mattermost's."""
+        target = self.target_breakers.get(d.kind)
+        return target(d) if target is not None else self.breaker
 
     async def _idle_wait(self) -> float:
         """Until the next retry falls due, but at most the poll interval (other replicas may

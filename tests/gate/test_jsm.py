@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
 
+from bot.breaker import BreakerPolicy, BreakerState
+from bot.breakers import Breakers, jira_target
 from bot.config import JiraInstanceSettings, JiraSettings
 from bot.gate.jsm import JsmAuth, JsmClient, JsmClients, parse_jira_time
 from bot.gate_rules.model import CrSource
@@ -261,3 +263,92 @@ async def test_the_only_instance_is_the_default() -> None:
     clients = JsmClients(jira)
     assert clients(None).base_url == "https://itsm.example.com"
     await clients.close()
+
+
+class _Clock:
+    """A clock the test moves: the breaker's open time passes without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+async def test_the_sites_breaker_opens_on_an_outage_fails_at_once_and_closes_on_the_probe(
+    setup: Setup,
+) -> None:
+    """Status reads and CR comments go through the Jira site's breaker (the one bot.jira.client
+    uses for the site): 503s open it, then calls fail at once without a request until the open
+    time passes; one probe goes, and its success closes the breaker."""
+    clock = _Clock()
+    breakers = Breakers(clock=clock, policy=BreakerPolicy(failure_threshold=2))
+    breaker = breakers.get(jira_target(setup.fake.url + "/"))
+    setup.client.breaker = breaker
+    issue = setup.fake.add_issue("ITSM", SUMMARY)
+    await setup.client.get_issue(issue.id)  # fields resolved: one request per call from here
+
+    setup.fake.fail_next(503, times=2)
+    for _ in range(2):
+        with pytest.raises(JiraError):
+            await setup.client.get_issue(issue.id)
+    assert breaker.state is BreakerState.OPEN
+    sent = len(setup.fake.requests)
+    with pytest.raises(JiraError) as caught:
+        await setup.client.add_comment(issue.id, "Deployment started")
+    # Failed at once, saying when to come back, and without a request.
+    assert caught.value.kind == "rate_limited" and caught.value.retry_after
+    assert len(setup.fake.requests) == sent and setup.fake.comments.get(issue.key) is None
+
+    clock.advance(caught.value.retry_after + 0.01)
+    assert breaker.state is BreakerState.HALF_OPEN
+    await setup.client.add_comment(issue.id, "Deployment started")
+    assert breaker.state is BreakerState.CLOSED
+    assert setup.fake.comments[issue.key] == ["Deployment started"]
+
+
+async def test_a_refusal_is_not_an_outage(setup: Setup) -> None:
+    """Jira answering 403 or 404 is up: the breaker stays closed and its count of failures in a
+    row starts again."""
+    breakers = Breakers(clock=lambda: datetime.now(UTC), policy=BreakerPolicy(failure_threshold=2))
+    breaker = breakers.get(jira_target(setup.fake.url))
+    setup.client.breaker = breaker
+    setup.fake.fail_next(503)
+    with pytest.raises(JiraError):
+        await setup.client.get_issue("ITSM-1")
+    setup.fake.fail_next(403)
+    with pytest.raises(JiraError):
+        await setup.client.get_issue("ITSM-1")
+    setup.fake.fail_next(503)
+    with pytest.raises(JiraError):
+        await setup.client.get_issue("ITSM-1")
+    assert await setup.client.get_issue("ITSM-404") is None
+    assert breaker.state is BreakerState.CLOSED
+
+
+async def test_clients_use_the_breaker_of_their_instances_site() -> None:
+    jira = JiraSettings.model_validate(
+        {
+            "instances": [
+                {
+                    "url": "https://itsm.example.com/",
+                    "type": "server",
+                    "alias": "itsm",
+                    "service_account": {"token": "t"},
+                }
+            ]
+        }
+    )
+    breakers = Breakers(clock=lambda: datetime.now(UTC))
+    clients = JsmClients(jira, breakers=breakers)
+    try:
+        expected = breakers.get("jira:https://itsm.example.com")
+        assert clients("itsm").breaker is expected
+        assert clients.breaker("itsm") is expected and clients.breaker(None) is expected
+        assert clients.breaker("elsewhere") is None
+        assert JsmClients(jira).breaker("itsm") is None
+    finally:
+        await clients.close()
