@@ -10,7 +10,9 @@ With several replicas on one database, one of them polls: each round starts by t
 the "gate-poller" duty lease (`bot.store.leases.Duty`), and the replicas without it skip the
 round. So each CR is read once per interval whatever the number of replicas; when the polling
 replica dies, the next replica to try takes over once its heartbeat is stale (a few seconds,
-bot.store.replicas), or once its lease runs out (two intervals) when it had no heartbeat.
+bot.store.replicas), or once its lease runs out (two intervals) when it had no heartbeat. The
+replicas without the duty ask for it every `STANDBY_SECONDS` (or the interval, when shorter),
+so a takeover waits for the stale heartbeat, not for a whole interval.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from bot.gate_rules.model import Gate
 from bot.store.leases import Duty
 
 log = logging.getLogger(__name__)
+
+# How often a replica without the "gate-poller" duty asks for it (at most; the interval when shorter).
+STANDBY_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,12 +138,17 @@ class GatePoller:
         """Rounds until cancelled; a failing round is logged and the next one runs as planned.
         With a duty lease, only the rounds in which this replica holds it run."""
         while True:
+            held = True
             try:
-                if self._duty is None or await self._duty.hold():
+                held = self._duty is None or await self._duty.hold()
+                if held:
                     await self.run_once()
             except Exception:
                 log.exception("change gate poll round failed")
-            await self._sleep(self.next_delay())
+            delay = self.next_delay()
+            # A replica without the duty asks for it again sooner than the interval, so that the
+            # duty of a polling replica that died is taken as soon as its heartbeat is stale.
+            await self._sleep(delay if held else min(delay, STANDBY_SECONDS))
 
     # ------------------------------------------------------------------------------ lifecycle
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bot.gate.jsm import JsmClients
-from bot.gate.poller import GatePoller
+from bot.gate.poller import STANDBY_SECONDS, GatePoller
 from bot.gate.service import GateService, body_hash
 from bot.gate.store import GateStore
 from bot.gate_rules.model import Decision, GateRequest
@@ -113,3 +113,33 @@ async def test_a_stopped_poller_hands_its_duty_over_at_once(backend: Backend) ->
         lease = await second.db.leases.get("gate-poller")
         assert lease is None or lease.owner == "replica-1"
         await until(lambda: second.duty.held, timeout=10)
+
+
+async def test_a_replica_without_the_duty_asks_again_within_the_standby_time(backend: Backend) -> None:  # noqa: F811
+    """With a long interval (30 s), the polling replica sleeps the interval, the others ask
+    for the duty again every STANDBY_SECONDS: a dead poller's duty waits for its stale heartbeat,
+    not for a whole interval."""
+    jsm, mm, _channel = await start_fakes()
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(jsm.stop)
+        stack.push_async_callback(mm.stop)
+        slept: dict[str, list[float]] = {"replica-0": [], "replica-1": []}
+        pollers = []
+        for name in slept:
+            r = await replica(stack, backend, jsm, name)
+
+            async def sleep(seconds: float, name: str = name) -> None:
+                slept[name].append(seconds)
+                await asyncio.sleep(0.01)
+
+            r.duty.ttl_seconds = 60.0
+            r.poller = GatePoller(r.service, clock=now, interval_seconds=30.0, duty=r.duty, sleep=sleep)
+            stack.push_async_callback(r.poller.stop)
+            pollers.append(r)
+        pollers[0].poller.start()
+        await until(lambda: pollers[0].duty.held)
+        pollers[1].poller.start()
+        await until(lambda: len(slept["replica-1"]) >= 3 and len(slept["replica-0"]) >= 3)
+        assert not pollers[1].duty.held
+        assert all(s == STANDBY_SECONDS for s in slept["replica-1"]), slept
+        assert all(27.0 <= s <= 33.0 for s in slept["replica-0"]), slept
