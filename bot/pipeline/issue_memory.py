@@ -44,6 +44,9 @@ class IssueMemory:
         # the database work of processing.
         self._written: OrderedDict[str, dict[str, str] | None] = OrderedDict()
         self._cache_size = cache_size
+        # Levels learnt since the last `save`, by key: the processor writes a batch's in one
+        # transaction (a transaction per event cost more than the rest of processing it).
+        self._unsaved: dict[str, tuple[dict[str, str] | None, datetime]] = {}
 
     async def complete(self, event: IssueEvent, instance_id: str, now: datetime) -> IssueEvent:
         """Remember the level of a complete event; fill it into a partial one when known."""
@@ -51,14 +54,30 @@ class IssueMemory:
         if not event.issue.fields_partial:
             value = _encode(event.issue.security_level)
             if key not in self._written or self._written[key] != value:
-                await self._kv.put(key, {"security": value}, expires_at=now + self._ttl)
+                self._unsaved[key] = (value, now + self._ttl)
                 self._remember(key, value)
             return event
-        stored = await self._kv.get(key, now=now)
-        if not isinstance(stored, dict) or "security" not in stored:
-            return event
-        level = stored["security"]
+        if key in self._unsaved:
+            level = self._unsaved[key][0]
+        else:
+            stored = await self._kv.get(key, now=now)
+            if not isinstance(stored, dict) or "security" not in stored:
+                return event
+            level = stored["security"]
         return with_security_level(event, None if level is None else NamedValue(level["id"], level["name"]))
+
+    async def save(self) -> None:
+        """Write the levels learnt since the last save, in one transaction. On an error none is
+        taken for written: the events that taught them are processed again, and learn them again."""
+        if not self._unsaved:
+            return
+        unsaved, self._unsaved = self._unsaved, {}
+        try:
+            await self._kv.put_many([(key, {"security": v}, until) for key, (v, until) in unsaved.items()])
+        except BaseException:
+            for key in unsaved:
+                self._written.pop(key, None)
+            raise
 
     def _remember(self, key: str, value: dict[str, str] | None) -> None:
         self._written[key] = value

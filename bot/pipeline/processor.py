@@ -312,6 +312,8 @@ class EventProcessor:
                     exc_info=not isinstance(e, TimeoutError),
                 )
                 closing.append((item, Plan(_failed(reason), ())))
+        # Before the batch is closed: once closed, its events are not seen again.
+        await self._memory.save()
         completed = await self._inbox.complete_many(
             [
                 InboxCompletion(

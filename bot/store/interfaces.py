@@ -374,6 +374,10 @@ class KeyValueRepository(Protocol):
 
     async def put(self, key: str, value: Any, *, expires_at: datetime | None = None) -> None: ...
 
+    async def put_many(self, items: Sequence[tuple[str, Any, datetime | None]]) -> None:
+        """`put` each (key, value, expires_at), in one transaction."""
+        ...
+
     async def add(self, key: str, value: Any, *, expires_at: datetime | None = None, now: datetime) -> bool:
         """Store only if the key is absent or expired; True when stored (first caller wins)."""
         ...

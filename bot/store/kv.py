@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -36,6 +37,19 @@ class SqlKeyValueRepository:
         )
         async with self._db.write() as conn:
             await conn.execute(stmt)
+
+    async def put_many(self, items: Sequence[tuple[str, Any, datetime | None]]) -> None:
+        """`put` each (key, value, expires_at), in one transaction."""
+        if not items:
+            return
+        stmt = self._db.insert(kv)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[kv.c.key],
+            set_={"value": stmt.excluded.value, "expires_at": stmt.excluded.expires_at},
+        )
+        rows = [{"key": key, "value": value, "expires_at": expires_at} for key, value, expires_at in items]
+        async with self._db.write() as conn:
+            await conn.execute(stmt, rows)
 
     async def add(self, key: str, value: Any, *, expires_at: datetime | None = None, now: datetime) -> bool:
         """Store the value only if the key is absent or expired; True when stored (first caller wins)."""

@@ -66,6 +66,15 @@ async def test_kv_put_get_overwrite_delete(db: Database) -> None:
     assert await db.kv.get("missing", now=at(0)) is None
 
 
+async def test_kv_put_many_writes_new_and_replaces_existing_keys(db: Database) -> None:
+    await db.kv.put("a", "old")
+    await db.kv.put_many([("a", {"v": 1}, None), ("b", [2], at(5)), ("c", None, None)])
+    assert await db.kv.get("a", now=at(0)) == {"v": 1}
+    assert await db.kv.get("b", now=at(0)) == [2]
+    assert await db.kv.get("b", now=at(6)) is None  # its expiry was written too
+    await db.kv.put_many([])
+
+
 async def test_kv_take_is_one_time_even_when_concurrent(db: Database) -> None:
     await db.kv.put("oauth-state:abc", {"user": "u1"}, expires_at=at(600))
     taken = await asyncio.gather(*(db.kv.take("oauth-state:abc", now=at(1)) for _ in range(6)))
