@@ -275,15 +275,18 @@ JQL_CHECK_JIRA_OPTION = f"jql_check={JQL_CHECK_JIRA}"
 
 
 def needs_names(jql: str, names: JiraNames | None = None, jira_check: bool = False) -> bool:
-    """Whether the JQL fails or has remote clauses only for want of names Jira could give (a
-    custom field name, the priority order): worth learning them again before refusing it."""
+    """Whether the JQL fails, has remote clauses or reads a field in part only for want of names
+    Jira could give (a custom field name, the priority order, Server's Epic Link field): worth
+    learning them again before refusing it."""
     try:
         compiled = compile_subscription_jql(jql, jira_check=True, names=names)
     except NamesUnknown:
         return True
     except JqlError:
         return False
-    return compiled is not None and any(r.unknown_field for r in compiled.remote_clauses)
+    return compiled is not None and (
+        compiled.partly_known or any(r.unknown_field for r in compiled.remote_clauses)
+    )
 
 
 def subscription_matches(
@@ -441,7 +444,9 @@ class _Shared:
                 found = (compile_subscription_jql(text, jira_check=jira_check, names=names), False)
             except JqlError:
                 found = (None, True)
-            unsure = found[1] or (found[0] is not None and bool(found[0].remote_clauses))
+            unsure = found[1] or (
+                found[0] is not None and (bool(found[0].remote_clauses) or found[0].partly_known)
+            )
             if (unsure or names is not None) and needs_names(text):
                 self.names_wanted.add(normalise_instance_id(instance))
             self._jql[key] = found

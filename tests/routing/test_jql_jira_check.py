@@ -269,6 +269,16 @@ def test_epic_link_reads_parent_and_servers_epic_link_field() -> None:
         assert compiled is not None and compiled.matches(server_story, NOW) is expected, jql
         # Without the field list, only the parent is read.
         assert compile_jql(jql).matches(server_story, NOW) is False
+    # Until the field list is read, the instance is wanted for it (Server keeps epics there).
+    assert needs_names('"Epic Link" = WEB-7') and not needs_names('"Epic Link" = WEB-7', SPRINT_NAMES)
+    assert not needs_names("parent = WEB-7")
+    builder = IndexBuilder()
+    builder.add(sub("epic", '"Epic Link" = WEB-7', check="local"))
+    assert builder.names_wanted == {INSTANCE}
+    index = SubscriptionIndex.build(
+        [sub("epic", '"Epic Link" = WEB-7', check="local")], {INSTANCE: SPRINT_NAMES}
+    )
+    assert [m.name for m in index.match(server_story, INSTANCE)] == ["epic"]
     named = compile_subscription_jql('"Epic Link" = WEB-1', names=SPRINT_NAMES)
     assert named is not None and named.matches(WEB, NOW)  # Cloud's parent still counts
     [line] = named.explain(server_story, NOW)

@@ -125,7 +125,15 @@ def _leaves(node: _Node) -> Iterable[_Leaf]:
 class CompiledJql:
     """A JQL query ready to be evaluated against events, many times."""
 
-    __slots__ = ("_root", "filters_security", "projects", "question", "remote_clauses", "source")
+    __slots__ = (
+        "_root",
+        "filters_security",
+        "partly_known",
+        "projects",
+        "question",
+        "remote_clauses",
+        "source",
+    )
 
     def __init__(
         self,
@@ -135,6 +143,7 @@ class CompiledJql:
         projects: frozenset[str] | None,
         remote_clauses: tuple[RemoteClause, ...],
         filters_security: bool,
+        partly_known: bool = False,
     ) -> None:
         self.source = source
         # The query without ORDER BY: what is asked of Jira as `(<question>) AND issue = <id>`
@@ -147,6 +156,9 @@ class CompiledJql:
         self.remote_clauses = remote_clauses
         # Whether a clause reads the security level (the routing's security rule then defers to it).
         self.filters_security = filters_security
+        # Whether a field is read only in part for want of the instance's field list (`"Epic
+        # Link"`: the parent alone until Server's Epic Link field is known by name).
+        self.partly_known = partly_known
 
     @property
     def local(self) -> bool:

@@ -85,6 +85,8 @@ class _Compiler:
         )
         self.remote: list[RemoteClause] = []
         self.security = False
+        # Read only in part until the instance's field list names it (Server's Epic Link field).
+        self.partly_known = False
 
     def node(self, tree: Node) -> _Node:
         if isinstance(tree, MatchAll):
@@ -111,6 +113,8 @@ class _Compiler:
         if remote_fn is not None:
             return self._remote(c, text, f"{remote_fn}() is answered by Jira")
         epic_link = self.custom.get(written) if written == "epic link" else None
+        if written == "epic link" and epic_link is None:
+            self.partly_known = True
         if epic_link is not None:
             # Server/Data Center keep the epic in their Epic Link custom field; Cloud in parent.
             return self.option_clause(c, text, name, _either(_SOURCES["parent"], _option(epic_link)))
@@ -517,4 +521,5 @@ def compile_jql(
         _top_projects(parsed.tree),
         tuple(compiler.remote),
         compiler.security,
+        compiler.partly_known,
     )
