@@ -108,6 +108,18 @@ async def test_one_line_add_with_jql_check_jira_is_stored_and_shown(h: Harness) 
     assert (await stored(h))["W"].filters.jql_check == "jira"
 
 
+async def test_history_clauses_are_refused_or_checked_by_jira(h: Harness) -> None:
+    jql = "project = WEB AND status CHANGED TO Done AFTER -1d"
+    refused = (await h.command("alice", f'subscribe add H events=event_updated_status jql="{jql}"'))["text"]
+    assert "`jql`: column 19: `status CHANGED TO Done AFTER -1d` cannot be answered by the bot" in refused
+    assert "change history" in refused and "`jql_check=jira`" in refused
+    added = await h.command(
+        "alice", f'subscribe add H events=event_updated_status jql="{jql}" jql_check=jira'
+    )
+    assert added["text"] == "@alice added the subscription **H** to this channel."
+    assert (await stored(h))["H"].filters.jql == jql
+
+
 async def test_the_dialog_offers_jira_checks(h: Harness) -> None:
     await h.command("alice", "subscribe add")
     element = next(e for e in h.mm.dialogs[-1]["dialog"]["elements"] if e["name"] == "jql_check")

@@ -613,7 +613,7 @@ def subscription_dialog(caller: Caller, inst: Instance, sub: Subscription | None
                 name="jql_check",
                 type="select",
                 default=f.jql_check,
-                help_text="membersOf(), watcher, sprint in openSprints() ...: refused, or checked by "
+                help_text="membersOf(), watcher, WAS, CHANGED, openSprints() ...: refused, or checked by "
                 "Jira for each event with the instance's service account.",
                 options=[
                     DialogOption(text="Refuse it", value=JQL_CHECK_LOCAL),
