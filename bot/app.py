@@ -389,7 +389,9 @@ def create_app(
         app.cleanup_ctx.append(gate[1])  # after storage: the poller reads the gates table
     if commands is not None and isinstance(the_sink, MattermostClient):
         # After storage: the listener reads its catch-up watermark from the store.
-        chat = build_chat_listener(settings, commands)
+        # Its claims carry the replica's id: a post claimed by a replica that died is taken over
+        # once that replica's heartbeat is stale.
+        chat = build_chat_listener(settings, commands, owner=owner, replicas=db.replicas)
         if chat is not None:
             app.cleanup_ctx.append(chat.lifecycle)
     return app

@@ -10,7 +10,12 @@
   done, then a "done" mark kept as long as a catch-up may bring the post back. A replica that
   found the post claimed but not done looks again when the lease runs out: if the claiming
   replica died meanwhile, it takes the post over. (A handler slower than the lease may see its
-  post handled twice; the lease is far above a handler's Jira and Mattermost timeouts.)
+  post handled twice; the lease is far above a handler's Jira and Mattermost timeouts.) With the
+  replicas' heartbeats (`replicas`, and `owner` the replica's id), it looks again every
+  `RECHECK_SECONDS` and takes the post over as soon as the claiming replica's heartbeat is stale
+  (bot.store.replicas), as the inbox and delivery claims do, not after the lease (a replica whose
+  heartbeat stalls that long while it handles a post, frozen but not dead, may see the post
+  handled twice).
 - Handlers run in a bounded pool of workers fed by a bounded queue; a failing handler is logged
   and the listener goes on.
 
@@ -42,7 +47,7 @@ from bot.config import Settings
 from bot.mattermost.client import MattermostClient
 from bot.mattermost.models import DeliveryError
 from bot.mattermost.websocket import MattermostWebsocket, WebsocketEvent
-from bot.store.interfaces import KeyValueRepository
+from bot.store.interfaces import KeyValueRepository, ReplicaRepository
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +55,8 @@ LAST_SEEN_KEY = "chat:last-post-at"
 CLAIM_PREFIX = "chat:post:"
 # The value of a claim once its post was handled (while handled, the value names the replica).
 DONE = "done"
+# How often a post claimed by another replica is looked at again when heartbeats are known.
+RECHECK_SECONDS = 3.0
 
 
 def _ms(moment: datetime) -> int:
@@ -98,8 +105,12 @@ class ChatListener:
         stop_grace_seconds: float = 5.0,
         websocket_options: dict[str, Any] | None = None,
         claim_lease_seconds: float = 120.0,
+        owner: str | None = None,
+        replicas: ReplicaRepository | None = None,
     ) -> None:
-        """`websocket_options`: keyword arguments for MattermostWebsocket (backoff, heartbeat…)."""
+        """`websocket_options`: keyword arguments for MattermostWebsocket (backoff, heartbeat…).
+        `owner`: this replica's id, as its heartbeat names it; with `replicas`, a post claimed by
+        a replica whose heartbeat went stale is taken over at once."""
         self._mm = mattermost
         self._kv = kv
         self._clock = clock
@@ -113,7 +124,8 @@ class ChatListener:
         # A claim outlives the longest catch-up, so a post caught up again is still known.
         self._claim_ttl = max_catch_up + catch_up_margin + timedelta(hours=1)
         self._claim_lease = timedelta(seconds=claim_lease_seconds)
-        self._owner = f"listener-{id(self):x}"
+        self._owner = owner or f"listener-{id(self):x}"
+        self._replicas = replicas
         self._rechecks: set[asyncio.TimerHandle] = set()
         # Posts claimed by another replica, waiting to be looked at again (id -> create_at).
         self._parked: dict[str, int] = {}
@@ -340,9 +352,34 @@ class ChatListener:
         key = CLAIM_PREFIX + post.id
         if await self._kv.add(key, self._owner, expires_at=now + self._claim_lease, now=now):
             return True
-        if await self._kv.get(key, now=now) != DONE:
-            self._recheck_later(post)
+        holder = await self._kv.get(key, now=now)
+        if holder == DONE:
+            return False
+        if holder is not None and await self._holder_dead(holder, now):
+            # Of the replicas taking over, the one whose `take` gets the dead holder's claim
+            # competes with late claimers through `add`: one of them handles the post.
+            taken = await self._kv.take(key, now=now)
+            if taken == holder:
+                log.info("post %s: its claiming replica %s died; taking it over", post.id, holder)
+                if await self._kv.add(key, self._owner, expires_at=now + self._claim_lease, now=now):
+                    return True
+            elif taken is not None:  # finished or claimed anew meanwhile: put it back as it was
+                keep = self._claim_ttl if taken == DONE else self._claim_lease
+                await self._kv.add(key, taken, expires_at=now + keep, now=now)
+                if taken == DONE:
+                    return False
+        self._recheck_later(post)
         return False
+
+    async def _holder_dead(self, holder: Any, now: datetime) -> bool:
+        """Whether the claim's holder is a replica whose heartbeat went stale."""
+        if self._replicas is None or not isinstance(holder, str):
+            return False
+        try:
+            return await self._replicas.is_dead(holder, now=now)
+        except Exception as e:  # the lease still hands the post over
+            log.warning("post claim: replica heartbeats not read: %s", e)
+            return False
 
     def _recheck_later(self, post: ChatPost) -> None:
         """Queue the post again once the claim's lease has run out; the watermark stays
@@ -359,6 +396,8 @@ class ChatListener:
                 pass
 
         delay = self._claim_lease.total_seconds() + 0.5
+        if self._replicas is not None:
+            delay = min(delay, RECHECK_SECONDS)
         handle = asyncio.get_running_loop().call_later(delay, requeue)
         self._rechecks.add(handle)
 

@@ -85,6 +85,15 @@ class SqlReplicaRepository:
         async with self._db.read() as conn:
             return [str(r[0]) for r in (await conn.execute(stmt)).all()]
 
+    async def is_dead(self, owner: str, *, now: datetime) -> bool:
+        """Whether `owner` has a heartbeat row older than `LIVENESS_SECONDS` (as `dead`; an owner
+        without a row is not dead)."""
+        stmt = sa.select(replicas.c.owner).where(
+            replicas.c.owner == owner, replicas.c.beat_at < now - timedelta(seconds=LIVENESS_SECONDS)
+        )
+        async with self._db.read() as conn:
+            return (await conn.execute(stmt)).first() is not None
+
     async def purge(self, *, before: datetime) -> int:
         """Delete heartbeats older than `before` (replicas long gone)."""
         stmt = sa.delete(replicas).where(replicas.c.beat_at < before).returning(replicas.c.owner)

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
+import pytest
 
 from bot.chat import ChatPost
-from bot.chat.listener import LAST_SEEN_KEY, ChatListener
+from bot.chat import listener as listener_module
+from bot.chat.listener import CLAIM_PREFIX, DONE, LAST_SEEN_KEY, ChatListener
 from bot.chat.previews import IssuePreviews
 from tests.chat.conftest import eventually, new_listener, processed
 from tests.commands.conftest import Harness
@@ -230,4 +232,81 @@ async def test_a_post_whose_replica_died_while_handling_it_is_taken_over(harness
         finally:
             await survivor.stop()
     finally:
+        await dying.stop()
+
+
+class CountingReplicas:
+    """The replicas' heartbeats as the store has them, counting the liveness checks."""
+
+    def __init__(self, replicas: Any) -> None:
+        self._replicas = replicas
+        self.checks: list[bool] = []
+
+    async def is_dead(self, owner: str, *, now: datetime) -> bool:
+        dead = await self._replicas.is_dead(owner, now=now)
+        self.checks.append(dead)
+        return bool(dead)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._replicas, name)
+
+
+async def test_a_post_claimed_by_a_replica_whose_heartbeat_went_stale_is_taken_over_at_once(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With heartbeats, the claim's lease (120 s, the default) is not waited for: while the
+    claiming replica beats, the others leave its post alone; once its heartbeat is stale, one of
+    them takes the post over at its next look."""
+    monkeypatch.setattr(listener_module, "RECHECK_SECONDS", 0.2)
+    mm = harness.mm
+    mm.add_member(harness.channels["dev"], mm.bot_user_id)
+    assert harness.services.commands is not None
+    deps = harness.services.commands.deps
+    stuck = StuckPreviews(deps, interval=timedelta(hours=1))
+    counting = CountingPreviews(deps, interval=timedelta(hours=1))
+    replicas = CountingReplicas(deps.db.replicas)
+    await deps.db.replicas.beat("host:1:dying", now=datetime.now(UTC))
+
+    def replica(previews: IssuePreviews, owner: str) -> ChatListener:
+        return ChatListener(
+            mattermost=deps.mattermost,
+            token=mm.token,
+            kv=deps.db.kv,
+            clock=deps.clock,
+            previews=previews,
+            persist_interval_seconds=0.05,
+            stop_grace_seconds=0.5,
+            websocket_options={"backoff_base_seconds": 0.02, "backoff_max_seconds": 0.1},
+            owner=owner,
+            replicas=replicas,
+        )
+
+    dying = replica(stuck, "host:1:dying")
+    survivor = replica(counting, "host:2:survivor")
+    await dying.start()
+    try:
+        await mm.wait_for_websocket()
+        mm.user_posts("alice", harness.channels["dev"], "ABC-7")
+        await asyncio.wait_for(stuck.started.wait(), 30)
+        # The survivor's catch-up brings the post, claimed already.
+        await survivor.start()
+        await mm.wait_for_websocket(connects=2)
+        # The holder beats: the survivor looks again and again, and leaves the post alone.
+        await eventually(lambda: replicas.checks.count(False) >= 3, timeout=30)
+        assert counting.calls == []
+        # Its heartbeat goes stale (it died): the survivor's next look takes the post over.
+        await deps.db.replicas.beat("host:1:dying", now=datetime.now(UTC) - timedelta(seconds=10))
+        await eventually(lambda: counting.calls == ["ABC-7"], timeout=30)
+        assert replicas.checks[-1] is True
+        [post] = [p for p in mm.posts_in(harness.channels["dev"]) if p["message"] == "ABC-7"]
+        claim = CLAIM_PREFIX + post["id"]
+        # Done: no replica looks at it again.
+        for _ in range(300):
+            if await deps.db.kv.get(claim, now=datetime.now(UTC)) == DONE:
+                break
+            await asyncio.sleep(0.1)
+        assert await deps.db.kv.get(claim, now=datetime.now(UTC)) == DONE
+        assert counting.calls == ["ABC-7"]
+    finally:
+        await survivor.stop()
         await dying.stop()

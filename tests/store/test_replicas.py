@@ -186,3 +186,12 @@ async def test_an_older_database_gets_the_order_column_and_the_heartbeats(backen
         await db.replicas.beat("r", now=at(1))
     finally:
         await db.close()
+
+
+async def test_an_owner_is_dead_once_its_heartbeat_is_stale_and_never_without_one(db: Database) -> None:
+    await db.replicas.beat("r1", now=at(0))
+    assert not await db.replicas.is_dead("r1", now=at(LIVENESS_SECONDS - 0.5))
+    assert await db.replicas.is_dead("r1", now=at(LIVENESS_SECONDS + 0.5))
+    assert not await db.replicas.is_dead("a-tool", now=at(LIVENESS_SECONDS + 0.5))
+    await db.replicas.forget("r1")  # a clean stop
+    assert not await db.replicas.is_dead("r1", now=at(LIVENESS_SECONDS + 0.5))
