@@ -82,11 +82,18 @@ def summarise_py_spy(path: Path, top: int = 25) -> str:
     return "\n".join(lines)
 
 
-# Checked in order: the first marker found in a stack names its stage.
+# Checked in order: the first marker found in a stack names its stage. The intake is split as
+# issue 15 names its stages: authentication, parse (the handler's quick look), store (the group
+# commit and its SQL, in the event loop), and the rest of the handler; the HTTP server itself
+# (aiohttp's parser and writer, the event loop) is what is left.
 _STAGES = (
-    ("webhook intake (HTTP handler)", "bot/web/jira_webhook.py"),
     ("event processor", "bot/pipeline/processor.py"),
     ("delivery worker", "bot/pipeline/delivery.py"),
+    ("intake: store (group commit)", "bot/pipeline/inbox_writer.py"),
+    ("intake: authentication", "secret_matches"),
+    ("intake: authentication", "signature_matches"),
+    ("intake: parse (peek)", "peek_webhook"),
+    ("intake: rest of the handler", "bot/web/jira_webhook.py"),
     ("SQLite driver thread (aiosqlite)", "aiosqlite/core.py"),
     ("PostgreSQL driver (asyncpg)", "asyncpg/"),
 )

@@ -29,8 +29,9 @@ CHANNELS = 8
 # makes at most this many posts (a busy project followed by a handful of channels).
 MATCHING_CHANNELS = 4
 PROJECTS = 500
-# Each replayed webhook gets its own issue key, <project>-<TAG_BASE + sequence number>: the posts
-# name it, which ties every post to the request that caused it.
+# Each replayed webhook is about an issue of its own: key <project>-<TAG_BASE + sequence number>,
+# id TAG_BASE + sequence number. The posts name the key, which ties every post to the request
+# that caused it.
 TAG_BASE = 7_000_000
 PLACEHOLDER = b"__BENCH_SEQ__"
 TAG_RE = re.compile(r"\b[A-Z][A-Z0-9_]*-(7\d{6})\b")
@@ -83,6 +84,10 @@ def load_payloads(folder: Path = FIXTURES) -> list[Payload]:
         if isinstance(issue, dict) and isinstance(issue.get("key"), str):
             prefix = issue["key"].rpartition("-")[0] or "BENCH"
             issue["key"] = f"{prefix}-{PLACEHOLDER.decode()}"
+            if issue.get("id") is not None:
+                # Its own issue, not the payload's issue under another key: the bot keeps the order
+                # of each issue by its id, so a shared id would queue all its copies one after another.
+                issue["id"] = PLACEHOLDER.decode()
             template = json.dumps(doc).encode()
         try:
             event = normalise(parse_webhook(body))
