@@ -133,6 +133,8 @@ class Row:
     kill: StreamFigures | None = None
     accepted_per_s: float = 0.0
     bot_cpu_pct: float = 0.0
+    pg_cpu_pct: float = 0.0
+    machine_pct: float = 0.0
     notes: list[str] = field(default_factory=list)
 
 
@@ -373,14 +375,40 @@ async def stream(
     return fig
 
 
+def postgres_pids() -> list[int]:
+    """The PostgreSQL server's processes on this machine (their command name is postgres)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm", encoding="utf-8") as f:
+                    if f.read().strip() == "postgres":
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine spent on anything but idling and waiting for I/O."""
+    with open("/proc/stat", encoding="ascii") as f:
+        fields = [int(x) for x in f.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 async def intake(
     dep: Deployment, args: argparse.Namespace, payloads: Sequence[Payload]
-) -> tuple[float, float]:
-    """(accepted/s over all processes, their CPU ÷ wall) during one wrk run per URL."""
+) -> tuple[float, float, float, float]:
+    """(accepted/s over all processes, their CPU ÷ wall, PostgreSQL's, the whole machine's) during
+    one wrk run per URL. The last two tell whether cores were left for more workers to use."""
     pids = dep.pids()
     if dep.workers_mode and dep.n > 1 and dep.procs[0] is not None:
         pids.append(dep.procs[0].pid)
+    pg = postgres_pids()  # the pools are open by now: a backend started during the run is missed
     cpu0 = sum(proc_cpu_seconds(p) for p in pids)
+    pg0 = sum(proc_cpu_seconds(p) for p in pg)
+    busy0 = machine_busy_seconds()
     per = max(1, args.concurrency // len(dep.urls))
     started = time.perf_counter()
     runs = await asyncio.gather(
@@ -399,7 +427,9 @@ async def intake(
     )
     wall = time.perf_counter() - started
     cpu = sum(proc_cpu_seconds(p) for p in pids) - cpu0
-    return sum(r.rate for r in runs), 100 * cpu / wall
+    pg_cpu = sum(proc_cpu_seconds(p) for p in pg) - pg0
+    busy = machine_busy_seconds() - busy0
+    return sum(r.rate for r in runs), 100 * cpu / wall, 100 * pg_cpu / wall, 100 * busy / wall
 
 
 async def run_row(args: argparse.Namespace, n: int, payloads: Sequence[Payload]) -> Row:
@@ -427,7 +457,12 @@ async def run_row(args: argparse.Namespace, n: int, payloads: Sequence[Payload])
                         await dep.start(0)  # the killed replica, on its port again
                     await dep.wait_alive(db)
                 if args.wrk:
-                    row.accepted_per_s, row.bot_cpu_pct = await intake(dep, args, payloads)
+                    (
+                        row.accepted_per_s,
+                        row.bot_cpu_pct,
+                        row.pg_cpu_pct,
+                        row.machine_pct,
+                    ) = await intake(dep, args, payloads)
             finally:
                 await dep.stop()
                 await db.close()
@@ -473,9 +508,30 @@ def print_report(rows: Sequence[Row], ceiling: float, args: argparse.Namespace, 
         f"ceiling (bare aiohttp + json.loads, one process): {ceiling:,.0f} req/s; `held` = webhooks+posts "
         "claimed by the killed process; CPU = the serving processes' CPU ÷ wall during wrk (100% = one core)"
     )
+    print_scaling(rows)
     for r in rows:
         for note in r.notes:
             print(f"  {r.n} {r.mode}: {note}")
+
+
+def print_scaling(rows: Sequence[Row]) -> None:
+    """Each count against the first: throughput, and accepted webhooks per second of one core busy
+    serving them, the figure that says what more cores would give."""
+    base = rows[0] if rows else None
+    if base is None:
+        return
+    for r in rows:
+        per_core = r.accepted_per_s / (r.bot_cpu_pct / 100) if r.bot_cpu_pct else 0.0
+        parts = [
+            f"{r.n} {r.mode}: {per_core:,.0f} accepted per core-second; during wrk PostgreSQL "
+            f"{r.pg_cpu_pct:.0f}%, the whole machine {r.machine_pct:.0f}% of {100 * (os.cpu_count() or 1)}%"
+        ]
+        if r is not base:
+            if base.accepted_per_s:
+                parts.append(f"accepted/s ×{r.accepted_per_s / base.accepted_per_s:.2f}")
+            if base.order.posts_per_s:
+                parts.append(f"posts/s ×{r.order.posts_per_s / base.order.posts_per_s:.2f} of {base.n}")
+        print("  " + ", ".join(parts))
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
