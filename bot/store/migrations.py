@@ -95,6 +95,21 @@ def _add_pending_indexes(conn: Connection) -> None:
                 index.create(conn)
 
 
+def _compress_webhook_bodies_with_lz4(conn: Connection) -> None:
+    # PostgreSQL compresses a stored webhook body (a few KB) with pglz by default, which costs it
+    # more than the rest of the insert; lz4 (PostgreSQL 14 and later, when built with it) takes
+    # about a third of that time for the same size. Rows already stored keep theirs.
+    if conn.dialect.name != "postgresql":
+        return
+    if int(conn.execute(sa.text("SELECT current_setting('server_version_num')")).scalar_one()) < 140000:
+        return
+    try:
+        with conn.begin_nested():
+            conn.execute(sa.text("ALTER TABLE webhook_inbox ALTER COLUMN body SET COMPRESSION lz4"))
+    except sa.exc.DBAPIError:
+        pass  # a server built without lz4: pglz stays
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _create_initial_schema),
     Migration(2, "connected Jira accounts and user preferences", _create_account_tables),
@@ -102,6 +117,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "duty leases shared by replicas", _create_lease_table),
     Migration(5, "per-issue order of webhooks, replica heartbeats", _add_issue_order_and_replicas),
     Migration(6, "partial indexes over pending webhooks and deliveries for the claims", _add_pending_indexes),
+    Migration(7, "webhook bodies compressed with lz4 on PostgreSQL", _compress_webhook_bodies_with_lz4),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
