@@ -405,9 +405,8 @@ async def intake(
     pids = dep.pids()
     if dep.workers_mode and dep.n > 1 and dep.procs[0] is not None:
         pids.append(dep.procs[0].pid)
-    pg = postgres_pids()  # the pools are open by now: a backend started during the run is missed
+    pg0 = {p: proc_cpu_seconds(p) for p in postgres_pids()}
     cpu0 = sum(proc_cpu_seconds(p) for p in pids)
-    pg0 = sum(proc_cpu_seconds(p) for p in pg)
     busy0 = machine_busy_seconds()
     per = max(1, args.concurrency // len(dep.urls))
     started = time.perf_counter()
@@ -427,7 +426,10 @@ async def intake(
     )
     wall = time.perf_counter() - started
     cpu = sum(proc_cpu_seconds(p) for p in pids) - cpu0
-    pg_cpu = sum(proc_cpu_seconds(p) for p in pg) - pg0
+    # A backend that ended during the run is left out (its last figures are gone); one that
+    # started during it counts whole.
+    pg1 = {p: proc_cpu_seconds(p) for p in postgres_pids()}
+    pg_cpu = sum(max(0.0, t - pg0.get(p, 0.0)) for p, t in pg1.items())
     busy = machine_busy_seconds() - busy0
     return sum(r.rate for r in runs), 100 * cpu / wall, 100 * pg_cpu / wall, 100 * busy / wall
 
