@@ -111,8 +111,13 @@ class Intake:
         # Counting rows on every webhook would cost more than the insert itself.
         now = time.monotonic()
         if now - self._backlog_checked >= self._backlog_ttl:
-            self._backlog_value = await self._stats.backlog()
-            self._backlog_checked = now
+            # One count at a time: the webhooks arriving while it runs use the last figure.
+            last_checked, self._backlog_checked = self._backlog_checked, now
+            try:
+                self._backlog_value = await self._stats.backlog()
+            except BaseException:
+                self._backlog_checked = last_checked  # the next webhook counts again
+                raise
             self._metrics.backlog.set(self._backlog_value)
         return self._backlog_value
 
