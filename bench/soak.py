@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
-import json
 import os
 import shutil
 import signal
@@ -33,13 +31,7 @@ import aiohttp
 
 from bench.pipeline.load import drive, drive_paced, new_session
 from bench.pipeline.run import unprocessed, wait_drained
-from bench.pipeline.scenarios import (
-    PLACEHOLDER,
-    Payload,
-    load_payloads,
-    make_subscriptions,
-    store_subscriptions,
-)
+from bench.pipeline.scenarios import Payload, load_payloads, make_subscriptions, store_subscriptions
 from bench.pipeline.servers import (
     FIREHOSE,
     SECRET,
@@ -106,21 +98,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def own_issues(payloads: Sequence[Payload]) -> list[Payload]:
-    """The payloads with the issue's id numbered like its key. The bot orders and remembers
-    webhooks per issue id: replayed with the captured ids, every webhook of a template would be
-    about one issue, processed one after another and never adding an issue to any cache."""
-    out = []
-    for p in payloads:
-        doc = json.loads(p.template)
-        issue = doc.get("issue") if isinstance(doc, dict) else None
-        if isinstance(issue, dict) and "id" in issue and PLACEHOLDER.decode() in str(issue.get("key")):
-            issue["id"] = PLACEHOLDER.decode()
-            p = dataclasses.replace(p, template=json.dumps(doc).encode())
-        out.append(p)
-    return out
-
-
 async def wait_backlog_below(db: Database, limit: int, timeout: float) -> None:  # noqa: ASYNC109
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -181,7 +158,7 @@ async def count_posts(session: aiohttp.ClientSession, fake: FakeInfo) -> int:
 
 
 async def run(args: argparse.Namespace) -> int:
-    payloads = own_issues(load_payloads())
+    payloads = load_payloads()
     workdir = Path(tempfile.mkdtemp(prefix="bench-soak-"))
     try:
         async with (
