@@ -506,8 +506,9 @@ def print_report(rows: Sequence[Row], ceiling: float, args: argparse.Namespace, 
             line += f"{k.posts_per_s:>13.1f} {k.out_of_order:>5} {k.duplicates:>3} {k.lost:>4} "
             line += f"{held:>7} {takeover:>10}"
         print(line)
+    ceiling_text = f"{ceiling:,.0f} req/s" if ceiling else "not measured (no wrk)"
     print(
-        f"ceiling (bare aiohttp + json.loads, one process): {ceiling:,.0f} req/s; `held` = webhooks+posts "
+        f"ceiling (bare aiohttp + json.loads, one process): {ceiling_text}; `held` = webhooks+posts "
         "claimed by the killed process; CPU = the serving processes' CPU ÷ wall during wrk (100% = one core)"
     )
     print_scaling(rows)
@@ -523,17 +524,20 @@ def print_scaling(rows: Sequence[Row]) -> None:
     if base is None:
         return
     for r in rows:
-        per_core = r.accepted_per_s / (r.bot_cpu_pct / 100) if r.bot_cpu_pct else 0.0
-        parts = [
-            f"{r.n} {r.mode}: {per_core:,.0f} accepted per core-second; during wrk PostgreSQL "
-            f"{r.pg_cpu_pct:.0f}%, the whole machine {r.machine_pct:.0f}% of {100 * (os.cpu_count() or 1)}%"
-        ]
+        parts = []
+        if r.accepted_per_s and r.bot_cpu_pct:  # no intake run without wrk
+            per_core = r.accepted_per_s / (r.bot_cpu_pct / 100)
+            parts.append(
+                f"{per_core:,.0f} accepted per core-second; during wrk PostgreSQL {r.pg_cpu_pct:.0f}%, "
+                f"the whole machine {r.machine_pct:.0f}% of {100 * (os.cpu_count() or 1)}%"
+            )
         if r is not base:
             if base.accepted_per_s:
                 parts.append(f"accepted/s ×{r.accepted_per_s / base.accepted_per_s:.2f}")
             if base.order.posts_per_s:
                 parts.append(f"posts/s ×{r.order.posts_per_s / base.order.posts_per_s:.2f} of {base.n}")
-        print("  " + ", ".join(parts))
+        if parts:
+            print(f"  {r.n} {r.mode}: " + ", ".join(parts))
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
