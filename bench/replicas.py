@@ -538,6 +538,15 @@ def print_scaling(rows: Sequence[Row]) -> None:
                 parts.append(f"posts/s ×{r.order.posts_per_s / base.order.posts_per_s:.2f} of {base.n}")
         if parts:
             print(f"  {r.n} {r.mode}: " + ", ".join(parts))
+    if base.mode == "workers" and base.accepted_per_s and base.bot_cpu_pct:
+        # An extrapolation, printed as one: the workers share only the database, so each with a
+        # core of its own should add what one accepts per core-second, while PostgreSQL keeps up.
+        per_core = base.accepted_per_s / (base.bot_cpu_pct / 100)
+        pg_per_1000 = 1000 * base.pg_cpu_pct / base.accepted_per_s
+        print(
+            f"  expected with a core per worker (not measured): about N × {per_core:,.0f} accepted/s, "
+            f"while PostgreSQL has cores for it ({pg_per_1000:.0f}% of a core per 1,000 accepted/s here)"
+        )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
