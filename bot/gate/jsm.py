@@ -38,7 +38,8 @@ import aiohttp
 from bot.breakers import Breaker, Breakers, jira_target
 from bot.config import JiraInstanceSettings, JiraSettings
 from bot.gate_rules.model import ChangeRequest, CrSource
-from bot.jira.errors import JiraError, error_for_status, is_outage, jira_error_detail, parse_retry_after
+from bot.jira.errors import JiraError, error_for_status, jira_error_detail, parse_retry_after
+from bot.jira.guard import through_breaker
 
 log = logging.getLogger(__name__)
 
@@ -362,29 +363,9 @@ class JsmClient:
     async def _request(
         self, method: str, path: str, *, params: Mapping[str, Any] | None = None, body: Any = None
     ) -> Any:
-        breaker = self.breaker
-        if breaker is None:
+        if self.breaker is None:
             return await self._send(method, path, params, body)
-        if not breaker.acquire():
-            wait = breaker.delay()
-            raise JiraError(
-                "rate_limited" if wait > 0 else "unavailable",
-                retry_after=wait or None,
-                detail="Jira is failing; the bot waits before asking again",
-            )
-        try:
-            result = await self._send(method, path, params, body)
-        except JiraError as e:
-            if is_outage(e):
-                breaker.failure(retry_after=e.retry_after)
-            else:  # Jira answered (a refusal of this request): the site is up
-                breaker.success()
-            raise
-        except BaseException:
-            breaker.release()
-            raise
-        breaker.success()
-        return result
+        return await through_breaker(self.breaker, lambda: self._send(method, path, params, body))
 
     async def _send(self, method: str, path: str, params: Mapping[str, Any] | None, body: Any) -> Any:
         if self._http is None:

@@ -27,7 +27,8 @@ from urllib.parse import quote
 from bot.breakers import Breakers, jira_target
 from bot.config import JiraSettings
 from bot.jira.credentials import Credentials, OAuth2Token
-from bot.jira.errors import JiraError, is_outage
+from bot.jira.errors import JiraError
+from bot.jira.guard import through_breaker
 from bot.jira.rest_models import (
     AllowedValue,
     CreatedIssue,
@@ -140,27 +141,11 @@ class JiraGateway:
         the circuit breaker of `site_url` when there is one."""
         if self.breakers is None or not site_url:
             return await self._run_retrying(fn)
-        breaker = self.breakers.get(jira_target(site_url))
-        if not breaker.acquire():
-            wait = breaker.delay()
-            raise JiraError(
-                "rate_limited" if wait > 0 else "unavailable",
-                retry_after=wait or None,
-                detail="Jira is failing; the bot waits before asking again",
-            )
-        try:
-            result = await self._run_retrying(fn)
-        except JiraError as exc:
-            if is_outage(exc) and not self._closed:
-                breaker.failure(retry_after=exc.retry_after)
-            else:
-                breaker.success()
-            raise
-        except BaseException:
-            breaker.release()
-            raise
-        breaker.success()
-        return result
+        return await through_breaker(
+            self.breakers.get(jira_target(site_url)),
+            lambda: self._run_retrying(fn),
+            stopping=lambda: self._closed,
+        )
 
     async def _run_retrying(self, fn: Callable[[], T]) -> T:
         retried = False
