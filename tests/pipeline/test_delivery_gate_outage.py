@@ -8,7 +8,6 @@ Against the fake JSM over HTTP, a real SQLite store and the process's breakers."
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +25,7 @@ from bot.pipeline.delivery import DeliveryWorker
 from bot.store.db import Database
 from bot.store.interfaces import GATE_COMMENT, DeliveryStatus
 from tests.fakes.jsm import FakeJsm
+from tests.pipeline.delivery_runs import run_until_settled
 
 MAX_ATTEMPTS = 4
 OUTAGE_FAILURES = 3 * MAX_ATTEMPTS
@@ -82,16 +82,8 @@ class World:
         assert delivery_id is not None
         return delivery_id
 
-    async def run_until_settled(self, delivery_id: int, timeout: float = 30.0) -> None:  # noqa: ASYNC109
-        deadline = asyncio.get_running_loop().time() + timeout
-        while asyncio.get_running_loop().time() < deadline:
-            await self.worker.run_once()
-            d = await self.db.deliveries.get(delivery_id)
-            assert d is not None
-            if d.status != DeliveryStatus.PENDING.value:
-                return
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"delivery {delivery_id} still pending after {timeout} s")
+    async def run_until_settled(self, delivery_id: int) -> None:
+        await run_until_settled(self.worker, self.db.deliveries, delivery_id)
 
     def failed_comments(self) -> int:
         return len(self.jsm.requests_to(COMMENTS, "POST")) - sum(len(c) for c in self.jsm.comments.values())

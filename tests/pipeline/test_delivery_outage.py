@@ -23,6 +23,7 @@ from bot.pipeline.delivery import DeliveryWorker
 from bot.store.db import Database
 from bot.store.interfaces import DeliveryStatus, NewDelivery
 from tests.fakes import FakeMattermost
+from tests.pipeline.delivery_runs import run_until_settled
 
 JIRA = "https://acme.atlassian.net"
 MAX_ATTEMPTS = 4
@@ -63,17 +64,8 @@ class World:
         assert delivery_id is not None
         return delivery_id
 
-    async def run_until_settled(self, delivery_id: int, timeout: float = 30.0) -> None:  # noqa: ASYNC109
-        """Run the worker until the delivery is delivered or dead."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while asyncio.get_running_loop().time() < deadline:
-            await self.worker.run_once()
-            d = await self.db.deliveries.get(delivery_id)
-            assert d is not None
-            if d.status != DeliveryStatus.PENDING.value:
-                return
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"delivery {delivery_id} still pending after {timeout} s")
+    async def run_until_settled(self, delivery_id: int) -> None:
+        await run_until_settled(self.worker, self.db.deliveries, delivery_id)
 
     def failed_posts(self) -> int:
         return sum(1 for r in self.mm.requests_to("/api/v4/posts", "POST") if r.status >= 500)
