@@ -4,7 +4,7 @@ through the key-value store of one database."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -13,17 +13,7 @@ from bot.breaker import BreakerState
 from bot.breakers import MATTERMOST, Breakers
 from bot.metrics import Metrics
 from bot.store.db import Database
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 1, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
+from tests.clocks import Clock
 
 
 @pytest.fixture

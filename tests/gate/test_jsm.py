@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -17,6 +17,7 @@ from bot.config import JiraInstanceSettings, JiraSettings
 from bot.gate.jsm import JsmAuth, JsmClient, JsmClients, parse_jira_time
 from bot.gate_rules.model import CrSource
 from bot.jira.errors import JiraError
+from tests.clocks import Clock
 from tests.fakes.jsm import PLANNED_END_ID, PLANNED_START_ID, FakeJsm
 
 SUMMARY = 'Octopus: Deploy "Web Site" version 1.2.3 to "Production"'
@@ -265,26 +266,13 @@ async def test_the_only_instance_is_the_default() -> None:
     await clients.close()
 
 
-class _Clock:
-    """A clock the test moves: the breaker's open time passes without sleeping."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 1, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
 async def test_the_sites_breaker_opens_on_an_outage_fails_at_once_and_closes_on_the_probe(
     setup: Setup,
 ) -> None:
     """Status reads and CR comments go through the Jira site's breaker (the one bot.jira.client
     uses for the site): 503s open it, then calls fail at once without a request until the open
     time passes; one probe goes, and its success closes the breaker."""
-    clock = _Clock()
+    clock = Clock()
     breakers = Breakers(clock=clock, policy=BreakerPolicy(failure_threshold=2))
     breaker = breakers.get(jira_target(setup.fake.url + "/"))
     setup.client.breaker = breaker
