@@ -30,13 +30,7 @@ class SqlKeyValueRepository:
         return row.value
 
     async def put(self, key: str, value: Any, *, expires_at: datetime | None = None) -> None:
-        stmt = self._db.insert(kv).values(key=key, value=value, expires_at=expires_at)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[kv.c.key],
-            set_={"value": stmt.excluded.value, "expires_at": stmt.excluded.expires_at},
-        )
-        async with self._db.write() as conn:
-            await conn.execute(stmt)
+        await self.put_many([(key, value, expires_at)])
 
     async def put_many(self, items: Sequence[tuple[str, Any, datetime | None]]) -> None:
         """`put` each (key, value, expires_at), in one transaction."""

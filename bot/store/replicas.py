@@ -86,13 +86,10 @@ class SqlReplicaRepository:
             return [str(r[0]) for r in (await conn.execute(stmt)).all()]
 
     async def is_dead(self, owner: str, *, now: datetime) -> bool:
-        """Whether `owner` has a heartbeat row older than `LIVENESS_SECONDS` (as `dead`; an owner
-        without a row is not dead)."""
-        stmt = sa.select(replicas.c.owner).where(
-            replicas.c.owner == owner, replicas.c.beat_at < now - timedelta(seconds=LIVENESS_SECONDS)
-        )
+        """`dead` for one owner: a heartbeat row older than `LIVENESS_SECONDS` (an owner without a
+        row is not dead)."""
         async with self._db.read() as conn:
-            return (await conn.execute(stmt)).first() is not None
+            return bool((await conn.execute(sa.select(dead(sa.literal(owner), now)))).scalar())
 
     async def purge(self, *, before: datetime) -> int:
         """Delete heartbeats older than `before` (replicas long gone)."""
