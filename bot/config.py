@@ -665,8 +665,9 @@ def subscription_problems(settings: Settings) -> list[tuple[tuple[int | str, ...
                     "name at least one project (or give filters.jql)",
                 )
             )
-        # Chat commands find a channel's subscriptions by name case-insensitively.
-        named = (declared.channel.casefold(), " ".join(declared.name.split()).casefold())
+        # Chat commands find a channel's subscriptions by name case-insensitively (the name is
+        # stored canonical already: white space folded).
+        named = (declared.channel.casefold(), declared.name.casefold())
         if named in seen:
             problems.append(
                 (

@@ -59,6 +59,7 @@ from bot.routing.explain import explain
 from bot.routing.jql import JiraNames, JqlError
 from bot.routing.matcher import compile_subscription_jql, needs_names
 from bot.routing.model import JQL_CHECK_JIRA, JQL_CHECK_LOCAL, Subscription, SubscriptionFilters
+from bot.routing.vocabulary import canonical_subscription_name
 from bot.store.interfaces import CHANNEL_ANNOUNCEMENT, NewDelivery, SubscriptionRecord, SubscriptionSource
 
 log = logging.getLogger(__name__)
@@ -192,7 +193,7 @@ async def _channel_records(caller: Caller, channel_id: str) -> list[Subscription
 
 
 def _find(records: list[SubscriptionRecord], name: str) -> SubscriptionRecord | None:
-    wanted = " ".join(name.split()).casefold()
+    wanted = canonical_subscription_name(name).casefold()
     return next((r for r in records if r.subscription.name.casefold() == wanted), None)
 
 
