@@ -25,17 +25,11 @@ def _instance_for(settings: Settings, declared: SubscriptionSettings) -> str | N
     return None
 
 
-def config_subscription_problems(settings: Settings) -> list[str]:
-    """Problems that make the declared subscriptions unusable, each naming its key: what needs
-    the JQL compiler, which bot.config cannot import. The rest (events, fields, instances, a
-    subscription without events or projects) is checked by bot.config itself, with the file's
-    line or the environment variable."""
-    return [problem for _, problem in located_subscription_problems(settings)]
-
-
 def located_subscription_problems(settings: Settings) -> list[tuple[tuple[int | str, ...], str]]:
-    """config_subscription_problems, each with the key path it is about (for bot.config's
-    `config_location`)."""
+    """Problems that make the declared subscriptions unusable, each with the key path it is about
+    (for bot.config's `config_location`): what needs the JQL compiler, which bot.config cannot
+    import. The rest (events, fields, instances, a subscription without events or projects) is
+    checked by bot.config itself, with the file's line or the environment variable."""
     problems: list[tuple[tuple[int | str, ...], str]] = []
     for i, declared in enumerate(settings.subscriptions):
         jql = declared.filters.jql

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bot.config import load_settings
-from bot.pipeline.config_subscriptions import config_subscription_problems
+from bot.pipeline.config_subscriptions import located_subscription_problems
 
 _CONFIG = """
 jira:
@@ -27,7 +27,7 @@ _SERVICE = "service_account: {email: svc@example.com, api_token: t0ken}"
 def problems(tmp_path: Path, jql: str, check: str = "local", service_account: str = _SERVICE) -> list[str]:
     cfg = tmp_path / "config.yaml"
     cfg.write_text(_CONFIG.format(jql=jql, check=check, service_account=service_account))
-    return config_subscription_problems(load_settings(cfg, environ={}))
+    return [problem for _, problem in located_subscription_problems(load_settings(cfg, environ={}))]
 
 
 def test_clauses_jira_checks_are_accepted_with_a_service_account(tmp_path: Path) -> None:

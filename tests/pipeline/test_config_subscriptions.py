@@ -8,7 +8,7 @@ import pytest
 
 from bot.__main__ import main
 from bot.config import ConfigError, load_settings
-from bot.pipeline.config_subscriptions import config_subscription_problems
+from bot.pipeline.config_subscriptions import located_subscription_problems
 
 _CONFIG = """
 jira:
@@ -31,7 +31,7 @@ def _settings(tmp_path: Path, filters: str) -> Path:
 
 def test_jql_makes_projects_optional(tmp_path: Path) -> None:
     cfg = _settings(tmp_path, "jql: 'project in (WEB, API) AND labels = customer'")
-    assert config_subscription_problems(load_settings(cfg, environ={})) == []
+    assert located_subscription_problems(load_settings(cfg, environ={})) == []
 
 
 def test_without_jql_projects_are_still_required(tmp_path: Path) -> None:
