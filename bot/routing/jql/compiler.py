@@ -112,12 +112,13 @@ class _Compiler:
             return self._remote(c, text, f"{word} needs the issue's change history, which only Jira has")
         if remote_fn is not None:
             return self._remote(c, text, f"{remote_fn}() is answered by Jira")
-        epic_link = self.custom.get(written) if written == "epic link" else None
-        if written == "epic link" and epic_link is None:
-            self.partly_known = True
-        if epic_link is not None:
-            # Server/Data Center keep the epic in their Epic Link custom field; Cloud in parent.
-            return self.option_clause(c, text, name, _either(_SOURCES["parent"], _option(epic_link)))
+        if written == "epic link":
+            epic_link = self.custom.get(written)
+            if epic_link is None:
+                self.partly_known = True
+            else:
+                # Server/Data Center keep the epic in their Epic Link custom field; Cloud in parent.
+                return self.option_clause(c, text, name, _either(_SOURCES["parent"], _option(epic_link)))
         if name in _SOURCES:
             if name == "level":
                 self.security = True
