@@ -7,8 +7,9 @@ The subscriptions spread over 200 projects of one instance. Of the JQL ones, fou
 their project in a top-level `project = X` / `project IN (...)` (so the index files them under it),
 one in five names none (evaluated for every event of the instance). Each event is a status change
 on an issue of a random project. Printed: the time to build (and compile) the index; per event
-(median, 95th percentile, max) `SubscriptionIndex.match_targets` plus `render_event` for every
-matched channel, as the processor does; and `match_targets` alone.
+(median, 95th percentile, max) the processor's `plan_deliveries` (routing with
+`SubscriptionIndex.match_targets`, then one post per matched channel, each naming its
+subscription); and `match_targets` alone.
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ import argparse
 import random
 import statistics
 import time
+from datetime import UTC, datetime
 
+from bot.config import ChannelPostSettings
 from bot.jira.events import normalise
 from bot.jira.models import parse_webhook
-from bot.render.posts import RenderOptions, render_event
+from bot.pipeline.processor import plan_deliveries
 from bot.routing.matcher import SubscriptionIndex
 from bot.routing.model import FieldFilter, Inclusion, Subscription, SubscriptionFilters
+from bot.store.interfaces import InboxItem
 
 INSTANCE = "https://acme.atlassian.net"
 EVENTS = ["event_created", "event_updated_status", "event_updated_any", "event_created_comment"]
@@ -113,14 +117,25 @@ def main() -> None:
     build_ms = (time.perf_counter() - started) * 1000
 
     events = [_event(rng.choice(projects), n, rng) for n in range(args.events)]
+    item = InboxItem(
+        id=1,
+        dedupe_key=None,
+        route="firehose",
+        instance_id=INSTANCE,
+        params={},
+        body=b"",
+        received_at=datetime(2026, 1, 25, tzinfo=UTC),
+        status="processing",
+        attempts=1,
+    )
+    settings = ChannelPostSettings(show_subscription_name=True)
     times: list[float] = []
     posts = 0
     for event in events:
         t0 = time.perf_counter()
-        for _channel, name in index.match_targets(event, INSTANCE):
-            if render_event(event, RenderOptions(subscription_name=name)) is not None:
-                posts += 1
+        plan = plan_deliveries(item, event, index, settings)
         times.append((time.perf_counter() - t0) * 1000)
+        posts += len(plan.deliveries)
     times.sort()
     routing: list[float] = []
     for event in events:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from bench.pipeline.scenarios import Payload
 from bot.jira.events import normalise
 from bot.jira.models import parse_webhook
-from bot.render.posts import RenderOptions, render_event
+from bot.render.posts import RenderOptions, render_once
 from bot.routing.matcher import SubscriptionIndex
 from bot.routing.model import Subscription
 
@@ -44,13 +44,14 @@ def bench_routing(subs: Sequence[Subscription], payloads: Sequence[Payload], rou
             t1 = clock()
             if event is None:
                 continue
-            # As the processor does: one render per matched channel.
-            matched = index.match(event, event.issue.base_url.rstrip("/"))
-            rendered = [render_event(event, options) for _ in matched]
+            # As the processor does: the event rendered once, one post per matched channel.
+            matched = index.match_targets(event, event.issue.base_url.rstrip("/"))
+            rendering = render_once(event, options) if matched else None
+            rendered = [rendering.post() for _ in matched] if rendering is not None else []
             t2 = clock()
             parse_ns.append(t1 - t0)
             route_ns.append(t2 - t1)
-            posts += sum(r is not None for r in rendered)
+            posts += len(rendered)
     return RouteFigures(
         build_ms=build_ms,
         parse_mean_us=sum(parse_ns) / len(parse_ns) / 1000,

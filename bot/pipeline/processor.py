@@ -29,7 +29,7 @@ from bot.pipeline.issue_memory import IssueMemory
 from bot.pipeline.loop import give_way, work_loop
 from bot.pipeline.subscriptions import SubscriptionCache
 from bot.render.markup import mentioned_jira_users, name_mentions
-from bot.render.posts import MentionLookup, RenderOptions, no_mentions, render_event
+from bot.render.posts import MentionLookup, RenderOptions, no_mentions, render_once
 from bot.routing.legacy import LegacyOptions, legacy_matches
 from bot.routing.matcher import SubscriptionIndex
 from bot.store.interfaces import InboxCompletion, InboxItem, InboxRepository, NewDelivery
@@ -122,17 +122,14 @@ def plan_deliveries(
     if not targets:
         return Plan("unrouted", (), event)
 
+    options = RenderOptions(hide_description=settings.hide_description, hide_comments=settings.hide_comments)
+    rendering = render_once(event, options, mentions)
+    if rendering is None:
+        return Plan("unrouted", (), event)
     role = _thread_role(event, settings)
     deliveries = []
     for channel_id, sub_name in targets:
-        options = RenderOptions(
-            hide_description=settings.hide_description,
-            hide_comments=settings.hide_comments,
-            subscription_name=sub_name if settings.show_subscription_name else None,
-        )
-        post = render_event(event, options, mentions)
-        if post is None:
-            continue
+        post = rendering.post(sub_name if settings.show_subscription_name else None)
         deliveries.append(
             NewDelivery(
                 channel_id=channel_id,

@@ -81,24 +81,48 @@ def render_event(
     mentions: MentionLookup = no_mentions,
 ) -> RenderedPost | None:
     """The post for `event`, or None when the event carries nothing to post."""
-    renderer = _Renderer(event, options, mentions)
-    parts = renderer.parts()
+    rendering = render_once(event, options, mentions)
+    return None if rendering is None else rendering.post(options.subscription_name)
+
+
+@dataclass(frozen=True, slots=True)
+class EventRendering:
+    """An event rendered once for every channel it reaches: the posts differ only by the
+    subscription line, so an event routed to fifty channels converts its Jira text once."""
+
+    headline: str
+    text: str
+    fields: tuple[Mapping[str, Any], ...]
+
+    def post(self, subscription_name: str | None = None) -> RenderedPost:
+        headline = self.headline
+        if subscription_name:
+            headline += f"\nSubscription: **{_md(subscription_name)}**"
+        if not self.text and not self.fields:
+            return RenderedPost(message=headline)
+        attachment: dict[str, Any] = {
+            "color": ATTACHMENT_COLOR,
+            "fallback": markdown_to_plain(headline),
+            "pretext": headline,
+            "text": self.text,
+        }
+        if self.fields:
+            attachment["fields"] = [dict(item) for item in self.fields]
+        return RenderedPost(message="", props={"attachments": [attachment]})
+
+
+def render_once(
+    event: IssueEvent,
+    options: RenderOptions = _DEFAULT_OPTIONS,
+    mentions: MentionLookup = no_mentions,
+) -> EventRendering | None:
+    """What every post of `event` shares (`options.subscription_name` is left to `post`), or
+    None when the event carries nothing to post."""
+    parts = _Renderer(event, options, mentions).parts()
     if parts is None:
         return None
     headline, text, fields = parts
-    if options.subscription_name:
-        headline += f"\nSubscription: **{_md(options.subscription_name)}**"
-    if not text and not fields:
-        return RenderedPost(message=headline)
-    attachment: dict[str, Any] = {
-        "color": ATTACHMENT_COLOR,
-        "fallback": markdown_to_plain(headline),
-        "pretext": headline,
-        "text": text,
-    }
-    if fields:
-        attachment["fields"] = fields
-    return RenderedPost(message="", props={"attachments": [attachment]})
+    return EventRendering(headline, text, tuple(fields))
 
 
 def post_headline(post: RenderedPost) -> str:

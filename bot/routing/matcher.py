@@ -530,8 +530,19 @@ class IndexBuilder:
         }
         remote = any(e.jql_compiled is not None and e.jql_compiled.remote_clauses for e in entries)
         return SubscriptionIndex(
-            buckets, self._count, {key: tuple(found) for key, found in every_project.items()}, remote
+            buckets, self._count, {key: _alike(found) for key, found in every_project.items()}, remote
         )
+
+
+def _alike(entries: Sequence[_Entry]) -> tuple[tuple[_Entry, ...], ...]:
+    """`entries` in groups that accept the same events (same kinds, shared check, shared
+    compiled JQL), each in rank order: one test per group decides for all its entries, as when
+    one JQL filter is subscribed in many channels."""
+    groups: dict[tuple[int, int, int], list[_Entry]] = {}
+    for entry in entries:
+        key = (id(entry.events), id(entry.check), id(entry.jql_compiled))
+        groups.setdefault(key, []).append(entry)
+    return tuple(tuple(found) for found in groups.values())
 
 
 class SubscriptionIndex:
@@ -548,12 +559,13 @@ class SubscriptionIndex:
         self,
         buckets: Mapping[tuple[str, str], _Bucket],
         count: int,
-        every_project: Mapping[str, tuple[_Entry, ...]] | None = None,
+        every_project: Mapping[str, tuple[tuple[_Entry, ...], ...]] | None = None,
         has_remote: bool = False,
     ) -> None:
         self._buckets = buckets
         self._count = count
-        # Per instance: JQL subscriptions that name no project the index could use.
+        # Per instance: JQL subscriptions that name no project the index could use, in groups
+        # that accept alike (see `_alike`).
         self._every_project = every_project or {}
         # Whether some subscription's JQL has clauses Jira checks (`jql_check: jira`).
         self.has_remote = has_remote
@@ -661,12 +673,18 @@ class SubscriptionIndex:
 
         if every:
             # JQL subscriptions without a project: only those that accept the event (or that
-            # Jira may accept) join the project's candidates, so the merge stays short.
-            extra = [
-                e
-                for e in every
-                if _event_kinds_match(e.events, kinds, any_update) and (accepts(e) or is_open(e))
-            ]
+            # Jira may accept) join the project's candidates, so the merge stays short. The
+            # first entry of a group answers for the group.
+            extra = sorted(
+                (
+                    e
+                    for group in every
+                    if _event_kinds_match(group[0].events, kinds, any_update)
+                    and (accepts(group[0]) or is_open(group[0]))
+                    for e in group
+                ),
+                key=_rank,
+            )
             if extra:
                 candidates = heapq.merge(candidates, extra, key=_rank)  # both in rank order
         chosen: dict[str, _Entry] = {}

@@ -135,7 +135,7 @@ async def test_render_failing_every_time_is_failed_after_max_attempts_with_the_r
     def broken_render(*_args: Any, **_kwargs: Any) -> None:
         raise ValueError("renderer choked on the description")
 
-    monkeypatch.setattr(processor_module, "render_event", broken_render)
+    monkeypatch.setattr(processor_module, "render_once", broken_render)
     now = [T0]
     processor, _ = make_processor(db, now, max_attempts=3)
     [item_id] = await enqueue(db, "WEB-9")
@@ -153,13 +153,13 @@ async def test_an_item_whose_process_died_each_time_is_failed_without_another_tr
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tried: list[str] = []
-    real_render = processor_module.render_event
+    real_render = processor_module.render_once
 
     def counting_render(event: IssueEvent, *args: Any, **kwargs: Any) -> Any:
         tried.append(event.issue.key)
         return real_render(event, *args, **kwargs)
 
-    monkeypatch.setattr(processor_module, "render_event", counting_render)
+    monkeypatch.setattr(processor_module, "render_once", counting_render)
     now = [T0]
     [item_id] = await enqueue(db, "WEB-4")
     # Three processes claimed it and were killed (or froze) before closing it: their leases ran out.
@@ -183,7 +183,7 @@ async def test_a_killed_attempt_after_a_recorded_failure_keeps_that_reason(
     def broken_render(*_args: Any, **_kwargs: Any) -> None:
         raise ValueError("bad table")
 
-    monkeypatch.setattr(processor_module, "render_event", broken_render)
+    monkeypatch.setattr(processor_module, "render_once", broken_render)
     now = [T0]
     processor, _ = make_processor(db, now, max_attempts=2)
     [item_id] = await enqueue(db, "WEB-5")
@@ -240,7 +240,7 @@ async def test_dead_letters_lists_failed_webhooks_with_the_reason_and_replays_th
     def broken_render(*_args: Any, **_kwargs: Any) -> None:
         raise ValueError("renderer choked")
 
-    monkeypatch.setattr(processor_module, "render_event", broken_render)
+    monkeypatch.setattr(processor_module, "render_once", broken_render)
     now = [T0]
     processor, _ = make_processor(db, now, max_attempts=1)
     [item_id] = await enqueue(db, "WEB-11")

@@ -13,7 +13,7 @@ import pytest
 
 from bot.jira.events import normalise
 from bot.jira.models import parse_webhook
-from bot.render.posts import RenderedPost, RenderOptions, post_headline, render_event
+from bot.render.posts import RenderedPost, RenderOptions, post_headline, render_event, render_once
 from tests.conftest import load_shared_webhook, require_shared_fixtures, shared_webhook_names
 
 TES41 = "story [TES-41: Unit test summary 1](https://some-instance-test.atlassian.net/browse/TES-41)"
@@ -279,6 +279,25 @@ def test_options_hide_text_and_name_the_subscription(name: str) -> None:
     assert post_headline(post) == f"{expected.headline}\nSubscription: **All bugs**"
     attachments = post.props.get("attachments") or [{}]
     assert attachments[0].get("text", "") == ""
+
+
+@pytest.mark.parametrize("name", [name for name in shared_webhook_names() if EXPECTED.get(name)])
+def test_one_rendering_makes_each_channel_its_own_post(name: str) -> None:
+    expected = EXPECTED[name]
+    assert expected is not None
+    event = normalise(parse_webhook(load_shared_webhook(name)))
+    assert event is not None
+    rendering = render_once(event)
+    assert rendering is not None
+    named, bare = rendering.post("All bugs"), rendering.post(None)
+    assert post_headline(named) == f"{expected.headline}\nSubscription: **All bugs**"
+    assert bare == render_event(event)
+    assert post_headline(bare) == expected.headline
+    # Posts share nothing a later change to one could spill into another.
+    for attachment in named.props.get("attachments") or ():
+        for item in attachment.get("fields") or ():
+            item["value"] = "changed"
+    assert rendering.post(None) == bare
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 import bot.routing.jql.compiler as jql_compiler
+from bot.routing.jql.compiled import CompiledJql
 from bot.routing.matcher import SubscriptionIndex, subscription_matches
 from bot.routing.model import FieldFilter, Inclusion, Subscription, SubscriptionFilters
 from tests.routing.jql_events import NOW, event
@@ -112,6 +113,36 @@ def test_jql_is_compiled_once_per_text_not_per_event(monkeypatch: pytest.MonkeyP
     for _ in range(20):
         assert len(index.match(WEB_STATUS, INSTANCE)) == 5
     assert calls == ["labels = ops AND priority = High"]
+
+
+def test_one_jql_without_project_in_many_channels_is_decided_once_and_keeps_the_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    decided: list[str] = []
+    real = CompiledJql.decide
+
+    def counting(self: CompiledJql, *args: Any) -> Any:
+        decided.append(self.question)
+        return real(self, *args)
+
+    monkeypatch.setattr(CompiledJql, "decide", counting)
+    # Names interleave the project's subscriptions with the alike ones of every project.
+    alike = [sub(f"any-{i:02d}", "labels = ops", channel=f"c{i}") for i in range(0, 40, 2)]
+    project = [sub(f"any-{i:02d}", None, channel=f"c{i}", projects={"WEB"}) for i in range(1, 40, 2)]
+    other_kind = [sub(f"any-{i:02d}x", "labels = ops", events={"event_created"}) for i in range(5)]
+    index = SubscriptionIndex.build(alike + project + other_kind)
+    found = [s.name for s in index.match(WEB_STATUS, INSTANCE)]
+    assert found == [f"any-{i:02d}" for i in range(40)]
+    assert decided == ["labels = ops"]
+    # A channel keeps its first subscription by name whichever list it comes from.
+    shared_channel = [
+        sub("a-web", None, channel="c", projects={"WEB"}),
+        sub("b-any", "labels = ops", channel="c"),
+    ]
+    assert [s.name for s in SubscriptionIndex.build(alike + shared_channel).match(WEB_STATUS, INSTANCE)] == [
+        "a-web",
+        *[f"any-{i:02d}" for i in range(0, 40, 2)],
+    ]
 
 
 def test_the_subscription_given_back_keeps_its_jql() -> None:
