@@ -252,14 +252,18 @@ async def test_three_replicas_keep_per_issue_order_take_over_within_seconds_and_
             nonlocal killed_at, held, takeover, outage_posts
             loop = asyncio.get_running_loop()
             await third_acked.wait()
-            # Mid-stream, at a moment the victim has a post in flight: each takes 0.2 s at the fake,
-            # so it is still held a few milliseconds later when the kill lands (a webhook being
-            # processed may be closed in that time).
+            # Mid-stream, at a moment the victim has a post in flight: for the kill, saves take 2 s
+            # at the fake, so the post seen held is still held when the kill lands, however long
+            # a loaded machine takes between the look and the signal (a webhook being processed
+            # may be closed in that time).
+            fake_mm.set_latency(2.0, path="/api/v4/posts")
+            await asyncio.sleep(0.3)  # the saves begun at 0.2 s are over
             deadline = loop.time() + 30
             while not held[1] and loop.time() < deadline:
                 held = await _held_by(db, victim.owner_part)
             victim.proc.send_signal(signal.SIGKILL)
             killed_at = datetime.now(UTC)
+            fake_mm.set_latency(0.2, path="/api/v4/posts")
             await asyncio.to_thread(victim.proc.wait, 10)
             held = await _held_by(db, victim.owner_part)
             # Takeover: until everything the victim held has reached Mattermost.
