@@ -104,18 +104,24 @@ class DeliveryWorker:
         """
         await give_way(self._busy)
         limit = self._settings.workers * 4
+        kinds: tuple[str, ...] | None = None
         if self.breaker is not None:
             if await self.breaker.ready() > 0:
                 # Mattermost is down (here or, through the store, at another replica): claim
-                # nothing until the breaker lets a probe go, so the outage burns no attempts.
-                return 0
-            if self.breaker.probing:
+                # nothing for it until the breaker lets a probe go, so the outage burns no
+                # attempts. What goes elsewhere (CR comments to Jira) goes on, under its own
+                # target's breaker.
+                kinds = tuple(self.target_breakers)
+                if not kinds:
+                    return 0
+            elif self.breaker.probing:
                 limit = 1  # half-open: one post finds out whether Mattermost is back
         batch = await self._store.claim_due(
             limit=limit,
             owner=self._owner,
             now=self._clock(),
             lease_seconds=self._settings.lease_seconds,
+            kinds=kinds,
         )
         if batch:
             posted = await asyncio.gather(*(self._send_guarded(d) for d in batch))

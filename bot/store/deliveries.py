@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -75,9 +75,15 @@ class SqlDeliveryRepository:
         self._db = access
 
     async def claim_due(
-        self, *, limit: int, owner: str, now: datetime, lease_seconds: float
+        self,
+        *,
+        limit: int,
+        owner: str,
+        now: datetime,
+        lease_seconds: float,
+        kinds: Collection[str] | None = None,
     ) -> list[Delivery]:
-        if limit <= 0:
+        if limit <= 0 or (kinds is not None and not kinds):
             return []
         t = delivery_table
         candidate = t.alias("candidate")
@@ -97,6 +103,7 @@ class SqlDeliveryRepository:
                 candidate.c.next_attempt_at <= now,
                 claimable(candidate, now),
                 ~_has_older_pending(candidate),
+                *([candidate.c.kind.in_(sorted(kinds))] if kinds is not None else []),
             )
             .order_by(candidate.c.next_attempt_at, candidate.c.id)
             .limit(limit)

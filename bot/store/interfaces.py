@@ -8,7 +8,7 @@ datetime) instead of reading the clock, so callers and tests decide what time it
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -250,9 +250,16 @@ class DeliveryRepository(Protocol):
         ...
 
     async def claim_due(
-        self, *, limit: int, owner: str, now: datetime, lease_seconds: float
+        self,
+        *,
+        limit: int,
+        owner: str,
+        now: datetime,
+        lease_seconds: float,
+        kinds: Collection[str] | None = None,
     ) -> list[Delivery]:
-        """Lease due pending deliveries, at most one per order_key: the oldest pending one of its key."""
+        """Lease due pending deliveries, at most one per order_key: the oldest pending one of its
+        key; of the given `kinds` only, when set."""
         ...
 
     async def mark_delivered(self, delivery_id: int, *, owner: str, post_id: str, now: datetime) -> bool: ...

@@ -23,7 +23,7 @@ from bot.mattermost.models import DeliveryError, OutgoingPost
 from bot.metrics import Metrics
 from bot.pipeline.delivery import DeliveryWorker
 from bot.store.db import Database
-from bot.store.interfaces import GATE_COMMENT, DeliveryStatus
+from bot.store.interfaces import GATE_COMMENT, DeliveryStatus, NewDelivery
 from tests.fakes.jsm import FakeJsm
 from tests.pipeline.delivery_runs import run_until_settled
 
@@ -184,3 +184,26 @@ async def test_refusals_while_jira_is_up_count_and_dead_letter(world: World) -> 
     assert d is not None and d.status == DeliveryStatus.DEAD.value, d
     assert d.attempts == MAX_ATTEMPTS == world.failed_comments()
     assert world.jsm.comments.get(cr.key) is None
+
+
+async def test_while_mattermost_is_down_a_cr_comment_still_goes_to_jira(world: World) -> None:
+    """The worker claims nothing for Mattermost while its breaker is open, so the outage burns
+    no attempts; a comment on the CR goes to Jira, which is up, and is posted meanwhile."""
+    cr = world.jsm.add_issue("ITSM", "Deploy Web Site 1.2.3 to Production")
+    mattermost = world.breakers.get(MATTERMOST)
+    for _ in range(FAST.failure_threshold):
+        mattermost.failure(retry_after=30)
+    assert mattermost.state is BreakerState.OPEN
+    [post_id] = await world.db.deliveries.enqueue(
+        [NewDelivery("channel-1", "channel-1|jira|WEB-1", {"message": "an issue event"})], now=now()
+    )
+    comment_id = await world.queue_comment(cr.id, cr.key, "Deployment of 1.2.3 started")
+
+    assert await world.worker.run_once() == 1
+
+    comment = await world.db.deliveries.get(comment_id)
+    assert comment is not None and comment.status == DeliveryStatus.DELIVERED.value, comment
+    assert world.jsm.comments[cr.key] == ["Deployment of 1.2.3 started"]
+    post = await world.db.deliveries.get(post_id)
+    assert post is not None and post.status == DeliveryStatus.PENDING.value, post
+    assert post.attempts == 0 and post.lease_owner is None, post

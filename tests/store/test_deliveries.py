@@ -188,3 +188,23 @@ async def test_mark_delivered_many_records_the_posts_of_leases_still_held(db: Da
     assert stored[others[1]].delivered_at == at(13) and stored[others[1]].lease_owner is None
     assert (stored[taken.id].status, stored[taken.id].lease_owner) == ("pending", "b")
     assert await db.deliveries.mark_delivered_many([], owner="a", now=at(14)) == []
+
+
+async def test_a_claim_of_some_kinds_takes_only_those_and_keeps_the_issue_order(db: Database) -> None:
+    await db.deliveries.enqueue(
+        [
+            NewDelivery(channel_id="chan", order_key="PRJ-1", payload={"message": "post"}),
+            NewDelivery(channel_id="", order_key="CR-1", payload={"message": "comment"}, kind="gate_comment"),
+            NewDelivery(channel_id="", order_key="PRJ-1", payload={"message": "late"}, kind="gate_comment"),
+        ],
+        now=at(0),
+    )
+    claimed = await db.deliveries.claim_due(
+        limit=10, owner="w1", now=at(1), lease_seconds=30, kinds=("gate_comment",)
+    )
+    # "late" is of the kind but waits behind its issue's pending post.
+    assert _messages(claimed) == ["comment"]
+    assert await db.deliveries.claim_due(limit=10, owner="w1", now=at(1), lease_seconds=30, kinds=()) == []
+    assert _messages(await db.deliveries.claim_due(limit=10, owner="w2", now=at(1), lease_seconds=30)) == [
+        "post"
+    ]
