@@ -305,7 +305,9 @@ def create_app(
         chat_client = OfflineMattermost(the_sink)
     if chat_client is not None:
         offline = isinstance(chat_client, OfflineMattermost)
-        commands = command_service(settings, db, directory, chat_client, subs, metrics, clock, gate_service)
+        commands = command_service(
+            settings, db, directory, chat_client, subs, metrics, clock, gate_service, owner=owner
+        )
         commands.deps.jira.breakers = breakers
         slash = SlashCommandHandler(
             commands,

@@ -106,7 +106,9 @@ def command_service(
     metrics: Metrics,
     clock: Callable[[], datetime],
     gate: GateService | None = None,
+    owner: str | None = None,
 ) -> CommandService:
+    """`owner`: this process as the replicas' heartbeats name it."""
     master = load_or_create_key(settings)
     cipher = TokenCipher(master)
     gateway = JiraGateway.from_settings(
@@ -136,6 +138,8 @@ def command_service(
         cipher=cipher,
         verify=verify,
         instances=directory,
+        replicas=db.replicas,
+        owner=owner,
     )
     signer = ContextSigner(derive_key(master, "interactive-contexts"))
 

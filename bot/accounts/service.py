@@ -18,6 +18,7 @@ import secrets
 import weakref
 from datetime import datetime, timedelta
 from functools import cached_property
+from typing import Any
 
 import aiohttp
 
@@ -30,7 +31,7 @@ from bot.accounts.store import ConnectionStore
 from bot.config import Settings
 from bot.instances import Instance, InstanceDirectory
 from bot.jira.credentials import Credentials
-from bot.store.interfaces import KeyValueRepository
+from bot.store.interfaces import KeyValueRepository, ReplicaRepository
 
 __all__ = ["AccountError", "AccountService", "ReconnectRequired"]
 
@@ -57,6 +58,16 @@ class ReconnectRequired(AccountError):
 class AccountService(ConnectFlows):
     """Everything about users' Jira accounts; one per process."""
 
+    def __init__(
+        self, *, replicas: ReplicaRepository | None = None, owner: str | None = None, **flows: Any
+    ) -> None:
+        """`owner`: this process as the replicas' heartbeats name it (bot.pipeline.replica);
+        with `replicas`, a refresh lease held by a replica whose heartbeat went stale is taken
+        over at once instead of after REFRESH_LEASE."""
+        super().__init__(**flows)
+        self._replicas = replicas
+        self._owner = owner or secrets.token_hex(8)
+
     @classmethod
     def from_settings(
         cls,
@@ -68,8 +79,12 @@ class AccountService(ConnectFlows):
         verify: Verify,
         session: aiohttp.ClientSession | None = None,
         instances: InstanceDirectory | None = None,
+        replicas: ReplicaRepository | None = None,
+        owner: str | None = None,
     ) -> AccountService:
         return cls(
+            replicas=replicas,
+            owner=owner,
             jira=settings.jira,
             public_url=settings.server.public_url,
             store=store,
@@ -88,11 +103,6 @@ class AccountService(ConnectFlows):
         )
 
     # -------------------------------------------------------------------------- credentials
-
-    @cached_property
-    def _owner(self) -> str:
-        """This process, as the holder of refresh leases."""
-        return secrets.token_hex(8)
 
     @cached_property
     def _refresh_locks(self) -> weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock]:
@@ -131,7 +141,7 @@ class AccountService(ConnectFlows):
             if secret.expires_at - REFRESH_MARGIN > now:
                 return self._credentials(inst, secret)
             lease = f"{_REFRESH_PREFIX}{inst.url}:{mm_user_id}"
-            if not await self._kv.add(lease, self._owner, expires_at=now + REFRESH_LEASE, now=now):
+            if not await self._take_lease(lease, now):
                 # Another replica is refreshing this very token.
                 if secret.expires_at > now:
                     return self._credentials(inst, secret)
@@ -145,6 +155,31 @@ class AccountService(ConnectFlows):
                 return await self._refresh_under_lease(inst, conn, secret, now)
             finally:
                 await self._kv.delete(lease)
+
+    async def _take_lease(self, key: str, now: datetime) -> bool:
+        """Take the refresh lease `key`: when it is free, or when the replica holding it has
+        stopped beating (it died between taking it and letting it go)."""
+        if await self._kv.add(key, self._owner, expires_at=now + REFRESH_LEASE, now=now):
+            return True
+        holder = await self._kv.get(key, now=now)
+        if not isinstance(holder, str) or holder == self._owner or self._replicas is None:
+            return False
+        try:
+            dead = await self._replicas.is_dead(holder, now=now)
+        except Exception as e:  # the lease still runs out
+            log.warning("refresh lease: replica heartbeats not read: %s", e)
+            return False
+        if not dead:
+            return False
+        # Of the replicas taking over, the one whose `take` gets the dead holder's lease
+        # competes with late comers through `add`: one of them refreshes.
+        taken = await self._kv.take(key, now=now)
+        if taken == holder:
+            log.info("refresh lease %s: its replica %s died; taking it over", key, holder)
+            return await self._kv.add(key, self._owner, expires_at=now + REFRESH_LEASE, now=now)
+        if taken is not None:  # taken anew meanwhile: put it back as it was
+            await self._kv.add(key, taken, expires_at=now + REFRESH_LEASE, now=now)
+        return False
 
     async def _refresh_under_lease(
         self, inst: Instance, conn: Connection, secret: OAuth2Secret, now: datetime
