@@ -32,6 +32,7 @@ from bot.config import Settings
 from bot.instances import Instance, InstanceDirectory
 from bot.jira.credentials import Credentials
 from bot.store.interfaces import KeyValueRepository, ReplicaRepository
+from bot.store.liveness import holder_is_dead
 
 __all__ = ["AccountError", "AccountService", "ReconnectRequired"]
 
@@ -162,14 +163,7 @@ class AccountService(ConnectFlows):
         if await self._kv.add(key, self._owner, expires_at=now + REFRESH_LEASE, now=now):
             return True
         holder = await self._kv.get(key, now=now)
-        if not isinstance(holder, str) or holder == self._owner or self._replicas is None:
-            return False
-        try:
-            dead = await self._replicas.is_dead(holder, now=now)
-        except Exception as e:  # the lease still runs out
-            log.warning("refresh lease: replica heartbeats not read: %s", e)
-            return False
-        if not dead:
+        if holder == self._owner or not await holder_is_dead(self._replicas, holder, now=now):
             return False
         # Of the replicas taking over, the one whose `take` gets the dead holder's lease
         # competes with late comers through `add`: one of them refreshes.

@@ -48,6 +48,7 @@ from bot.mattermost.client import MattermostClient
 from bot.mattermost.models import DeliveryError
 from bot.mattermost.websocket import MattermostWebsocket, WebsocketEvent
 from bot.store.interfaces import KeyValueRepository, ReplicaRepository
+from bot.store.liveness import holder_is_dead
 
 log = logging.getLogger(__name__)
 
@@ -355,7 +356,7 @@ class ChatListener:
         holder = await self._kv.get(key, now=now)
         if holder == DONE:
             return False
-        if holder is not None and await self._holder_dead(holder, now):
+        if holder is not None and await holder_is_dead(self._replicas, holder, now=now):
             # Of the replicas taking over, the one whose `take` gets the dead holder's claim
             # competes with late claimers through `add`: one of them handles the post.
             taken = await self._kv.take(key, now=now)
@@ -370,16 +371,6 @@ class ChatListener:
                     return False
         self._recheck_later(post)
         return False
-
-    async def _holder_dead(self, holder: Any, now: datetime) -> bool:
-        """Whether the claim's holder is a replica whose heartbeat went stale."""
-        if self._replicas is None or not isinstance(holder, str):
-            return False
-        try:
-            return await self._replicas.is_dead(holder, now=now)
-        except Exception as e:  # the lease still hands the post over
-            log.warning("post claim: replica heartbeats not read: %s", e)
-            return False
 
     def _recheck_later(self, post: ChatPost) -> None:
         """Queue the post again once the claim's lease has run out; the watermark stays
