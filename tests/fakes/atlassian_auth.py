@@ -22,10 +22,12 @@ table of personal access tokens) whose token it was given.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -81,6 +83,7 @@ class _Grant:
 class _Server:
     def __init__(self) -> None:
         self._server: TestServer | None = None
+        self._released = asyncio.Event()  # lets held requests end when the fake stops
 
     def app(self) -> web.Application:
         raise NotImplementedError
@@ -96,6 +99,7 @@ class _Server:
         return str(self._server.make_url("")).rstrip("/")
 
     async def close(self) -> None:
+        self._released.set()
         if self._server is not None:
             await self._server.close()
 
@@ -111,6 +115,12 @@ class FakeAtlassianAuth(_Server):
     decline: bool = False
     authorize_requests: list[dict[str, str]] = field(default_factory=list)
     token_requests: list[str] = field(default_factory=list)  # grant types, in order
+    # Refresh requests left unanswered, as by a sign-in service that never processed them; the
+    # refresh token they carry stays valid. Counted down by each request held.
+    hold_refreshes: int = 0
+    refreshes_done: int = 0  # refresh grants answered with new tokens
+    # Called with each access token issued, so that a fake Jira can accept it.
+    on_issue: Callable[[str, AtlassianAccount], None] | None = None
     _codes: dict[str, _Code] = field(default_factory=dict)
     _access: dict[str, _Grant] = field(default_factory=dict)
     _refresh: dict[str, _Grant] = field(default_factory=dict)
@@ -183,11 +193,16 @@ class FakeAtlassianAuth(_Server):
         if grant_type == "authorization_code":
             return self._exchange_code(body)
         if grant_type == "refresh_token":
+            if self.hold_refreshes > 0:
+                self.hold_refreshes -= 1
+                await self._released.wait()  # until the fake stops
+                return _json(503, {"error": "temporarily_unavailable"})
             grant = self._refresh.pop(str(body.get("refresh_token", "")), None)
             if grant is None or grant.revoked:
                 return _json(
                     403, {"error": "invalid_grant", "error_description": "Unknown or invalid refresh token."}
                 )
+            self.refreshes_done += 1
             return self._issue(grant.account, grant.scope)
         return _json(400, {"error": "unsupported_grant_type"})
 
@@ -203,11 +218,18 @@ class FakeAtlassianAuth(_Server):
                 return invalid
         return self._issue(code.account, code.scope)
 
-    def _issue(self, account: AtlassianAccount, scope: str) -> web.Response:
+    def grant(self, account: AtlassianAccount, scope: str) -> tuple[str, str]:
+        """An access and a refresh token as a finished consent would have issued them."""
         access, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
         self._access[access] = _Grant(account, scope)
         if "offline_access" in scope.split():
             self._refresh[refresh] = _Grant(account, scope)
+        if self.on_issue is not None:
+            self.on_issue(access, account)
+        return access, refresh
+
+    def _issue(self, account: AtlassianAccount, scope: str) -> web.Response:
+        access, refresh = self.grant(account, scope)
         body: dict[str, Any] = {
             "access_token": access,
             "expires_in": self.access_ttl,
